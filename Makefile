@@ -1,0 +1,40 @@
+# bib: the two commands a newcomer needs are `make run` and `make test`.
+GO       ?= go
+BIN      := bin/bib
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+PKGS     := ./...
+
+.PHONY: run build test bench fuzz lint clean
+
+## run: build and start `bib serve` on embedded defaults (127.0.0.1, data under ./data)
+run: build
+	./$(BIN) serve
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bib
+
+## test: vet, then every test with the race detector (real sockets on loopback, SIPp if installed)
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+
+## bench: hot-path benchmarks (relay vs the minimal Go relay, parsers, codecs, recorder)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime=200000x ./bridge/
+	$(GO) test -run '^$$' -bench . -benchmem ./bridge/codec/ ./recorder/ ./storage/
+
+## fuzz: a short run of every fuzz target (10 s each)
+fuzz:
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$pkg || exit 1; \
+	  done; \
+	done
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin out

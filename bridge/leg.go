@@ -1,0 +1,271 @@
+package bridge
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// LegCounters are a leg's packet counters. "In" counts what arrived from the
+// leg's party, "Out" what bib sent to it. All are updated with atomics by
+// the leg's read goroutines and may be read at any time.
+type LegCounters struct {
+	PacketsIn     atomic.Uint64 // valid RTP packets from the party (relayed or not)
+	BytesIn       atomic.Uint64
+	PacketsOut    atomic.Uint64 // RTP packets sent to the party
+	BytesOut      atomic.Uint64
+	RTCPIn        atomic.Uint64
+	RTCPOut       atomic.Uint64
+	DroppedSource atomic.Uint64 // datagrams from an address other than the party's
+	Malformed     atomic.Uint64 // not RTP version 2, bad header lengths
+	Oversize      atomic.Uint64 // datagrams longer than 1500 bytes
+	NoDestination atomic.Uint64 // valid packets with nowhere to go (other party unknown or port 0)
+	SendErrors    atomic.Uint64
+}
+
+// LegStats is a snapshot of a leg for the API.
+type LegStats struct {
+	Side          string         `json:"side"`
+	Local         netip.AddrPort `json:"local_rtp"`
+	LocalRTCP     netip.AddrPort `json:"local_rtcp"`
+	Remote        netip.AddrPort `json:"remote_rtp"`
+	RemoteRTCP    netip.AddrPort `json:"remote_rtcp,omitempty"`
+	RTCPMux       bool           `json:"rtcp_mux"`
+	Latched       bool           `json:"latched"`
+	Mode          string         `json:"mode"`
+	Codecs        []Codec        `json:"codecs"`
+	PacketsIn     uint64         `json:"packets_in"`
+	BytesIn       uint64         `json:"bytes_in"`
+	PacketsOut    uint64         `json:"packets_out"`
+	BytesOut      uint64         `json:"bytes_out"`
+	RTCPIn        uint64         `json:"rtcp_in"`
+	RTCPOut       uint64         `json:"rtcp_out"`
+	DroppedSource uint64         `json:"dropped_source"`
+	Malformed     uint64         `json:"malformed"`
+	Oversize      uint64         `json:"oversize"`
+	NoDestination uint64         `json:"no_destination"`
+	SendErrors    uint64         `json:"send_errors"`
+}
+
+// peer is where a leg's party receives media, as signalled in its SDP. It
+// is replaced as a whole (copy on write) on every offer/answer.
+type peer struct {
+	rtp, rtcp netip.AddrPort
+	mux       bool
+}
+
+// Leg is one side of a call: the sockets bib opened facing one party.
+type Leg struct {
+	call *Call
+	side Side
+	rtp  *net.UDPConn
+	rtcp *net.UDPConn
+	pair int
+
+	local, localRTCP netip.AddrPort
+	peer             atomic.Pointer[peer]
+	latched          atomic.Bool
+	desc             atomic.Pointer[MediaDesc]
+
+	C LegCounters
+}
+
+// Local returns bib's RTP and RTCP addresses on this leg: what goes into
+// the SDP sent to this leg's party.
+func (l *Leg) Local() (rtp, rtcp netip.AddrPort) { return l.local, l.localRTCP }
+
+// Desc returns the party's last signalled media description.
+func (l *Leg) Desc() MediaDesc {
+	if d := l.desc.Load(); d != nil {
+		return *d
+	}
+	return MediaDesc{}
+}
+
+func (l *Leg) setRemote(d MediaDesc) {
+	dc := d
+	dc.Codecs = append([]Codec(nil), d.Codecs...)
+	l.desc.Store(&dc)
+	p := &peer{rtp: d.RTP, rtcp: d.RTCP, mux: d.RTCPMux}
+	if !p.rtcp.IsValid() && p.rtp.IsValid() && !p.mux {
+		p.rtcp = netip.AddrPortFrom(p.rtp.Addr(), p.rtp.Port()+1)
+	}
+	old := l.peer.Swap(p)
+	if old == nil || old.rtp != p.rtp {
+		l.latched.Store(false)
+	}
+}
+
+func (l *Leg) stats() LegStats {
+	s := LegStats{
+		Side:          l.side.String(),
+		Local:         l.local,
+		LocalRTCP:     l.localRTCP,
+		Latched:       l.latched.Load(),
+		PacketsIn:     l.C.PacketsIn.Load(),
+		BytesIn:       l.C.BytesIn.Load(),
+		PacketsOut:    l.C.PacketsOut.Load(),
+		BytesOut:      l.C.BytesOut.Load(),
+		RTCPIn:        l.C.RTCPIn.Load(),
+		RTCPOut:       l.C.RTCPOut.Load(),
+		DroppedSource: l.C.DroppedSource.Load(),
+		Malformed:     l.C.Malformed.Load(),
+		Oversize:      l.C.Oversize.Load(),
+		NoDestination: l.C.NoDestination.Load(),
+		SendErrors:    l.C.SendErrors.Load(),
+	}
+	if p := l.peer.Load(); p != nil {
+		s.Remote, s.RemoteRTCP, s.RTCPMux = p.rtp, p.rtcp, p.mux
+	}
+	d := l.Desc()
+	s.Mode = d.Mode.String()
+	s.Codecs = d.Codecs
+	return s
+}
+
+// errorBudget: consecutive socket errors after which a read loop gives up.
+const errorBudget = 100
+
+// readRTP is the hot loop for the leg's RTP socket: read a datagram from the
+// party, filter it, relay it out of the other leg's socket unchanged, then
+// show it to the taps. One buffer, one Packet, no allocation, no lock, no
+// log line per packet.
+func (l *Leg) readRTP() {
+	c := l.call
+	out := c.legs[l.side.Other()]
+	dir := Direction(l.side)
+	buf := make([]byte, readBufSize)
+	pkt := &Packet{}
+	var lastSSRC uint32
+	var haveSSRC bool
+	fails := 0
+	for {
+		n, src, err := l.rtp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if c.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if fails++; fails == 1 || fails%10 == 0 {
+				c.log.Warn("rtp read error", "leg", l.side.String(), "err", err, "consecutive", fails)
+			}
+			if fails >= errorBudget {
+				c.log.Error("rtp read loop giving up", "leg", l.side.String(), "err", err)
+				return
+			}
+			continue
+		}
+		fails = 0
+		p := l.peer.Load()
+		if p == nil || src != p.rtp {
+			// RFC 5761: with rtcp-mux RTCP arrives here too, from the same address.
+			l.C.DroppedSource.Add(1)
+			continue
+		}
+		if n >= readBufSize {
+			l.C.Oversize.Add(1)
+			continue
+		}
+		b := buf[:n]
+		if p.mux && isRTCP(b) {
+			l.relayRTCP(b, out)
+			continue
+		}
+		if err := parseRTP(b, pkt); err != nil {
+			l.C.Malformed.Add(1)
+			continue
+		}
+		if !l.latched.Load() {
+			l.latched.Store(true)
+		}
+		l.C.PacketsIn.Add(1)
+		l.C.BytesIn.Add(uint64(n))
+		op := out.peer.Load()
+		if op == nil || op.rtp.Port() == 0 || op.rtp.Addr().IsUnspecified() {
+			l.C.NoDestination.Add(1)
+		} else if _, err := out.rtp.WriteToUDPAddrPort(b, op.rtp); err != nil {
+			l.C.SendErrors.Add(1)
+		} else {
+			out.C.PacketsOut.Add(1)
+			out.C.BytesOut.Add(uint64(n))
+		}
+		taps := c.taps.Load()
+		if len(*taps) == 0 && haveSSRC && pkt.Header.SSRC == lastSSRC {
+			continue
+		}
+		pkt.Arrival = c.Now()
+		if !haveSSRC || pkt.Header.SSRC != lastSSRC {
+			if haveSSRC {
+				c.ssrcChanged(l.side, pkt.Arrival)
+			}
+			haveSSRC, lastSSRC = true, pkt.Header.SSRC
+		}
+		for _, t := range *taps {
+			t.RTP(dir, pkt)
+		}
+	}
+}
+
+// readRTCP relays RTCP from the leg's RTCP socket (no rtcp-mux).
+func (l *Leg) readRTCP() {
+	c := l.call
+	out := c.legs[l.side.Other()]
+	buf := make([]byte, readBufSize)
+	fails := 0
+	for {
+		n, src, err := l.rtcp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if c.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if fails++; fails >= errorBudget {
+				c.log.Error("rtcp read loop giving up", "leg", l.side.String(), "err", err)
+				return
+			}
+			continue
+		}
+		fails = 0
+		p := l.peer.Load()
+		if p == nil || (src != p.rtcp && src != p.rtp) {
+			l.C.DroppedSource.Add(1)
+			continue
+		}
+		if n >= readBufSize {
+			l.C.Oversize.Add(1)
+			continue
+		}
+		l.relayRTCP(buf[:n], out)
+	}
+}
+
+// relayRTCP forwards an RTCP compound packet to the other party, on its
+// RTCP port, or its RTP port when that party negotiated rtcp-mux.
+func (l *Leg) relayRTCP(b []byte, out *Leg) {
+	if len(b) < 8 || b[0]>>6 != 2 {
+		l.C.Malformed.Add(1)
+		return
+	}
+	l.C.RTCPIn.Add(1)
+	op := out.peer.Load()
+	if op == nil || op.rtp.Port() == 0 {
+		l.C.NoDestination.Add(1)
+		return
+	}
+	conn, dst := out.rtcp, op.rtcp
+	if op.mux {
+		conn, dst = out.rtp, op.rtp
+	}
+	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
+		l.C.SendErrors.Add(1)
+		return
+	}
+	out.C.RTCPOut.Add(1)
+}
+
+func (l *Leg) close() error {
+	past := time.Unix(1, 0)
+	l.rtp.SetReadDeadline(past)
+	l.rtcp.SetReadDeadline(past)
+	return errors.Join(l.rtp.Close(), l.rtcp.Close())
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bib-project/bib/bridge"
+	"github.com/bib-project/bib/sip"
+	sipmsg "github.com/emiago/sipgo/sip"
+)
+
+// drainTimeout bounds the SIGTERM drain.
+const drainTimeout = 10 * time.Second
+
+func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "YAML config file (default: embedded defaults; see `bib config`)")
+	sipAddr := fs.String("sip", "", "SIP listen address IP:PORT, UDP and TCP (overrides sip.listen)")
+	httpAddr := fs.String("http", "", "HTTP listen address IP:PORT (overrides http.listen)")
+	ports := fs.String("rtp-ports", "", "RTP port range MIN-MAX (overrides media.rtp_ports)")
+	data := fs.String("data", "", "data directory (overrides data)")
+	level := fs.String("log-level", "", "debug|info|warn|error (overrides log_level)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "bib serve:", err)
+		return 2
+	}
+	override := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	override(&cfg.SIP.Listen, *sipAddr)
+	override(&cfg.HTTP.Listen, *httpAddr)
+	override(&cfg.Media.RTPPorts, *ports)
+	override(&cfg.Data, *data)
+	override(&cfg.LogLevel, *level)
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "bib serve: config:", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return 2
+	}
+	lvl, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	// sipgo logs a few transport warnings through a package-level logger.
+	sipmsg.SetDefaultLogger(log.With("component", "sipgo"))
+	srv, err := newServer(cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "bib serve:", err)
+		return 2
+	}
+	if err := srv.run(ctx, stdout); err != nil {
+		log.Error("bib serve stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// server is a running `bib serve`: the pieces and the wiring between them.
+type server struct {
+	cfg    Config
+	log    *slog.Logger
+	policy *bridge.Policy
+	engine *bridge.Engine
+	sip    *sip.Server
+	http   *http.Server
+	httpLn net.Listener
+
+	mu    sync.Mutex
+	gates map[string]bridge.CallGate // call id -> verdicts that applied
+}
+
+func newServer(cfg Config, log *slog.Logger) (*server, error) {
+	pol, err := bridge.NewPolicy(cfg.Cluster, cfg.Devices, cfg.Supervisors)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := bridge.NewEngine(cfg.Media, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{cfg: cfg, log: log, policy: pol, engine: eng, gates: map[string]bridge.CallGate{}}
+	ss, err := sip.New(cfg.SIP, cfg.Routes, eng, log)
+	if err != nil {
+		return nil, err
+	}
+	ss.OnAnswered = s.onAnswered
+	ss.OnEnded = s.onEnded
+	s.sip = ss
+	return s, nil
+}
+
+// listen binds every socket, so a caller (or a test) knows the addresses
+// before serving starts.
+func (s *server) listen(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.Data, 0o750); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := s.sip.Listen(ctx); err != nil {
+		return fmt.Errorf("sip listen: %w", err)
+	}
+	ln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
+	if err != nil {
+		s.sip.Close()
+		return fmt.Errorf("http listen: %w", err)
+	}
+	s.httpLn = ln
+	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+// run binds, serves until ctx ends, then stops (draining calls first when
+// the context was ended by SIGTERM).
+func (s *server) run(ctx context.Context, stdout io.Writer) error {
+	for _, w := range s.policy.Warnings() {
+		s.log.Warn("policy", "detail", w)
+	}
+	if err := s.listen(ctx); err != nil {
+		return err
+	}
+	return s.serve(ctx, stdout)
+}
+
+// serve runs the bound server until ctx ends.
+func (s *server) serve(ctx context.Context, stdout io.Writer) error {
+	serveCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(3)
+	go func() { defer wg.Done(); s.engine.Run(serveCtx) }()
+	go func() {
+		defer wg.Done()
+		if err := s.sip.Serve(serveCtx); err != nil && serveCtx.Err() == nil {
+			errc <- fmt.Errorf("sip: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	fmt.Fprintf(stdout, "bib serve ready: sip %s (udp+tcp), http http://%s, rtp %s %s, data %s\n",
+		s.sip.Addr("udp"), s.httpLn.Addr(), s.cfg.Media.IP, s.cfg.Media.RTPPorts, s.cfg.Data)
+	s.log.Info("bib serve ready", "sip", s.sip.Addr("udp").String(), "http", s.httpLn.Addr().String())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	if stopReason(ctx) == stopDrain {
+		s.log.Info("SIGTERM: draining calls", "calls", len(s.engine.Calls()))
+		dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+		if err := s.sip.Shutdown(dctx); err != nil {
+			s.log.Warn("drain incomplete", "err", err)
+		}
+		dcancel()
+	}
+	hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	s.http.Shutdown(hctx)
+	hcancel()
+	cancel()
+	s.sip.Close()
+	s.engine.Close()
+	wg.Wait()
+	s.log.Info("bib serve stopped")
+	return runErr
+}
+
+// onAnswered runs when a call is answered: it evaluates the gate for each
+// party and records the verdicts in the call record.
+func (s *server) onAnswered(ci sip.CallInfo, c *bridge.Call) {
+	roles := s.policy.NearEnd(ci.Caller, ci.Callee)
+	s.mu.Lock()
+	s.gates[ci.ID] = roles.Summary()
+	s.mu.Unlock()
+}
+
+func (s *server) onEnded(ci sip.CallInfo) {
+	s.mu.Lock()
+	delete(s.gates, ci.ID)
+	s.mu.Unlock()
+}
+
+func (s *server) gateOf(id string) (bridge.CallGate, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.gates[id]
+	return g, ok
+}
