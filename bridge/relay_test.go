@@ -164,10 +164,10 @@ func TestRelayDropsStrangerAndBadPackets(t *testing.T) {
 	la, _ := c.Leg(SideA).Local()
 	stranger := newParty(t)
 	good := rtpPacket(t, 1, 1, 160, make([]byte, 160))
-	stranger.conn.WriteToUDPAddrPort(good, la)                         // wrong source
-	a.conn.WriteToUDPAddrPort([]byte{0x80, 0, 1}, la)                  // short
-	a.conn.WriteToUDPAddrPort(append([]byte{0x40}, good[1:]...), la)   // version 1
-	a.conn.WriteToUDPAddrPort(make([]byte, 1600), la)                  // oversize
+	stranger.conn.WriteToUDPAddrPort(good, la)                       // wrong source
+	a.conn.WriteToUDPAddrPort([]byte{0x80, 0, 1}, la)                // short
+	a.conn.WriteToUDPAddrPort(append([]byte{0x40}, good[1:]...), la) // version 1
+	a.conn.WriteToUDPAddrPort(make([]byte, 1600), la)                // oversize
 	bad := bytes.Clone(good)
 	bad[0] |= 0x0f // claims 15 CSRCs: header longer than the packet
 	a.conn.WriteToUDPAddrPort(bad[:20], la)

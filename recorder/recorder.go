@@ -119,6 +119,7 @@ type Recorder struct {
 	lostEvents atomic.Uint64
 	wake       chan struct{}
 	ops        chan op
+	stop       chan op // capacity 1: Stop never waits for a stalled writer to take it
 	done       chan struct{}
 	stopOnce   sync.Once
 	err        error // set before done closes
@@ -178,7 +179,7 @@ func newRecorder(cfg Config, info CallInfo, st storage.Store, log *slog.Logger, 
 	r := &Recorder{
 		cfg: cfg, info: info, st: st, near: bridge.AtoB,
 		wall: time.Now, metrics: &Metrics{},
-		wake: make(chan struct{}, 1), ops: make(chan op, 64), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), ops: make(chan op, 64), stop: make(chan op, 1), done: make(chan struct{}),
 		media: info.Media, answerAt: info.Answered,
 		stereo: make([]int16, 2*chunk), mono: make([]int16, chunk),
 	}
@@ -259,17 +260,19 @@ func (r *Recorder) Event(ev bridge.Event) {
 	}
 }
 
-func (r *Recorder) send(o op) bool {
+func (r *Recorder) send(ctx context.Context, o op) error {
 	select {
 	case <-r.done:
-		return false
+		return ErrClosed
 	default:
 	}
 	select {
 	case r.ops <- o:
-		return true
+		return nil
 	case <-r.done:
-		return false
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -282,26 +285,22 @@ func (r *Recorder) opNow(kind opKind) op {
 }
 
 // Pause silences the recording from now on (selective recording); the span
-// is written as silence and noted as an event.
-func (r *Recorder) Pause() error {
-	if !r.send(r.opNow(opPause)) {
-		return ErrClosed
-	}
-	return nil
-}
+// is written as silence and noted as an event. ctx bounds the wait for a
+// stalled writer.
+func (r *Recorder) Pause(ctx context.Context) error { return r.send(ctx, r.opNow(opPause)) }
 
 // Resume ends a Pause.
-func (r *Recorder) Resume() error {
-	if !r.send(r.opNow(opResume)) {
-		return ErrClosed
-	}
-	return nil
+func (r *Recorder) Resume(ctx context.Context) error { return r.send(ctx, r.opNow(opResume)) }
+
+// requestStop asks the writer to finish, once, without blocking.
+func (r *Recorder) requestStop() {
+	r.stopOnce.Do(func() { r.stop <- r.opNow(opStop) })
 }
 
 // Stop ends the recording now and waits (bounded by ctx) until it is
 // finalized in the archive.
 func (r *Recorder) Stop(ctx context.Context) error {
-	r.stopOnce.Do(func() { r.send(r.opNow(opStop)) })
+	r.requestStop()
 	select {
 	case <-r.done:
 		return r.err
@@ -313,7 +312,7 @@ func (r *Recorder) Stop(ctx context.Context) error {
 // Close ends the recording if it is still running, waits for it to be
 // finalized and returns the outcome. It is idempotent.
 func (r *Recorder) Close() error {
-	r.stopOnce.Do(func() { r.send(r.opNow(opStop)) })
+	r.requestStop()
 	<-r.done
 	return r.err
 }
@@ -338,6 +337,13 @@ func (r *Recorder) run() {
 			if r.handle(o) {
 				return
 			}
+		case o := <-r.stop:
+			// Apply what was queued before the stop, then finish.
+			if r.drain(true) {
+				return
+			}
+			r.handle(o)
+			return
 		}
 		// Read the clock before draining: every packet stamped before this
 		// instant is then in the queues and is placed before audio is written.

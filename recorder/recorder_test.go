@@ -201,6 +201,8 @@ func TestOverflow(t *testing.T) {
 func TestTracksPauseStop(t *testing.T) {
 	cfg := Defaults()
 	cfg.MonoFiles, cfg.MixedFile = true, true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	h := newHarness(t, cfg, CallInfo{CallID: "sel", Start: wall0, StartMono: 0})
 	a := newParty(t, bridge.AtoB, "PCMU", 0, tone(440, 2000, 3000, 8000*3))
 	b := newParty(t, bridge.BtoA, "PCMU", 0, tone(900, 2000, -3000, 8000*3))
@@ -210,24 +212,22 @@ func TestTracksPauseStop(t *testing.T) {
 		switch {
 		case it.arrival >= 1000*ms && h.clock.Load() < 1000*ms:
 			h.clock.Store(1000 * ms)
-			if err := h.rec.Pause(); err != nil {
+			if err := h.rec.Pause(ctx); err != nil {
 				t.Fatal(err)
 			}
 		case it.arrival >= 2000*ms && h.clock.Load() < 2000*ms:
 			h.clock.Store(2000 * ms)
-			if err := h.rec.Resume(); err != nil {
+			if err := h.rec.Resume(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
 		h.send(it)
 	}
 	h.clock.Store(3100 * ms)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if err := h.rec.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.rec.Pause(); !errors.Is(err, ErrClosed) {
+	if err := h.rec.Pause(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("pause after stop: %v", err)
 	}
 	m, err := h.st.Get(ctx, h.rec.ID())

@@ -11,7 +11,8 @@ import (
 // callView is a call record as the API shows it.
 type callView struct {
 	sip.CallInfo
-	Gate *bridge.CallGate `json:"gate,omitempty"`
+	Gate       *bridge.CallGate `json:"gate,omitempty"`
+	Recordings []recordingView  `json:"recordings,omitempty"`
 }
 
 func (s *server) routes() *http.ServeMux {
@@ -46,14 +47,18 @@ func (s *server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/v1/registrations", func(w http.ResponseWriter, r *http.Request) {
 		respondJSON(w, http.StatusOK, map[string]any{"registrations": s.sip.Registrations()})
 	})
+	mux.HandleFunc("POST /api/v1/calls/{id}/recording", s.handleRecordingControl)
 	registerDeviceRoutes(mux, s.policy)
+	registerRecordingRoutes(mux, s.store, s.log)
 	return mux
 }
 
 func (s *server) view(ci sip.CallInfo) callView {
 	v := callView{CallInfo: ci}
-	if g, ok := s.gateOf(ci.ID); ok {
+	if cs, ok := s.callState(ci.ID); ok {
+		g := cs.roles.Summary()
 		v.Gate = &g
+		v.Recordings = cs.recordingViews()
 	}
 	return v
 }
@@ -76,6 +81,12 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	m("bib_rtp_bytes_in_total", "counter", "Bytes of valid RTP packets received from parties.", k.BytesIn)
 	m("bib_rtp_packets_relayed_total", "counter", "RTP packets sent on to the other party.", k.PacketsOut)
 	m("bib_rtcp_packets_total", "counter", "RTCP packets received from parties.", k.RTCP)
+	rm := &s.recMetrics
+	m("bib_recordings_active", "gauge", "Local recordings being written.", rm.Active.Load())
+	m("bib_recordings_completed_total", "counter", "Local recordings finalized cleanly.", rm.Completed.Load())
+	m("bib_recordings_failed_total", "counter", "Local recordings that failed (archive full or unwritable).", rm.Failed.Load())
+	m("bib_recording_write_errors_total", "counter", "Archive write errors.", rm.WriteErrors.Load())
+	m("bib_recording_overflow_packets_total", "counter", "Packets dropped by full recorder queues (written as gaps).", rm.Overflow.Load())
 	fmt.Fprintf(w, "# HELP bib_rtp_dropped_total Datagrams dropped at a call leg, by reason.\n# TYPE bib_rtp_dropped_total counter\n")
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"source\"} %d\n", k.DroppedSource)
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"malformed\"} %d\n", k.Malformed)

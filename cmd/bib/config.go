@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/bib-project/bib/bridge"
+	"github.com/bib-project/bib/recorder"
 	"github.com/bib-project/bib/sip"
 )
 
@@ -45,6 +46,8 @@ type Config struct {
 	Devices []bridge.Device `yaml:"devices"`
 	// Supervisors and the lines each may monitor.
 	Supervisors []bridge.Supervisor `yaml:"supervisors"`
+	// Recording: local recording (jitter buffer, extra tracks, DTMF masking).
+	Recording recorder.Config `yaml:"recording"`
 }
 
 // HTTPConfig is the HTTP listener.
@@ -66,6 +69,9 @@ func (c *Config) Defaults() {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
+	}
+	if c.Recording == (recorder.Config{}) {
+		c.Recording = recorder.Defaults()
 	}
 }
 
@@ -91,6 +97,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Recording.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("recording: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -123,7 +132,13 @@ func loadConfig(path string) (Config, error) {
 	return c, nil
 }
 
+// decodeConfig decodes YAML over c. Sections whose zero value is not their
+// default (recording: mask_dtmf defaults to true) are pre-filled first, so
+// keys the file leaves out keep their defaults.
 func decodeConfig(b []byte, c *Config) error {
+	if c.Recording == (recorder.Config{}) {
+		c.Recording = recorder.Defaults()
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/bib-project/bib/bridge"
+	"github.com/bib-project/bib/recorder"
 	"github.com/bib-project/bib/sip"
+	"github.com/bib-project/bib/storage"
 	sipmsg "github.com/emiago/sipgo/sip"
 )
 
@@ -82,8 +84,11 @@ type server struct {
 	http   *http.Server
 	httpLn net.Listener
 
+	store      storage.Store
+	recMetrics recorder.Metrics
+
 	mu    sync.Mutex
-	gates map[string]bridge.CallGate // call id -> verdicts that applied
+	calls map[string]*callState // answered calls by id
 }
 
 func newServer(cfg Config, log *slog.Logger) (*server, error) {
@@ -95,7 +100,7 @@ func newServer(cfg Config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, log: log, policy: pol, engine: eng, gates: map[string]bridge.CallGate{}}
+	s := &server{cfg: cfg, log: log, policy: pol, engine: eng, calls: map[string]*callState{}}
 	ss, err := sip.New(cfg.SIP, cfg.Routes, eng, log)
 	if err != nil {
 		return nil, err
@@ -112,12 +117,26 @@ func (s *server) listen(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.Data, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	st, err := storage.OpenDir(s.cfg.Data, storage.WithLogger(s.log))
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	s.store = st
+	if fixed, err := recorder.Repair(ctx, st); err != nil {
+		s.log.Error("repairing unfinished recordings", "err", err)
+	} else {
+		for _, m := range fixed {
+			s.log.Warn("recording left unfinished by a crash was repaired", "recording_id", m.ID, "status", m.Status, "call_id", m.CallID)
+		}
+	}
 	if err := s.sip.Listen(ctx); err != nil {
+		st.Close()
 		return fmt.Errorf("sip listen: %w", err)
 	}
 	ln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
 	if err != nil {
 		s.sip.Close()
+		st.Close()
 		return fmt.Errorf("http listen: %w", err)
 	}
 	s.httpLn = ln
@@ -181,28 +200,48 @@ func (s *server) serve(ctx context.Context, stdout io.Writer) error {
 	s.sip.Close()
 	s.engine.Close()
 	wg.Wait()
+	s.mu.Lock()
+	left := make([]*callState, 0, len(s.calls))
+	for _, cs := range s.calls {
+		left = append(left, cs)
+	}
+	s.calls = map[string]*callState{}
+	s.mu.Unlock()
+	for _, cs := range left {
+		s.endRecordings(cs)
+	}
+	if err := s.store.Close(); err != nil {
+		s.log.Error("closing archive", "err", err)
+	}
 	s.log.Info("bib serve stopped")
 	return runErr
 }
 
-// onAnswered runs when a call is answered: it evaluates the gate for each
-// party and records the verdicts in the call record.
+// onAnswered runs when a call is answered: it resolves the near ends,
+// records the gate's verdicts in the call record and starts the automatic
+// recordings the gate allows.
 func (s *server) onAnswered(ci sip.CallInfo, c *bridge.Call) {
-	roles := s.policy.NearEnd(ci.Caller, ci.Callee)
+	cs := &callState{info: ci, media: c, roles: s.policy.NearEnd(ci.Caller, ci.Callee)}
+	cs.refci[0], cs.refci[1] = refciSeq.Add(1), refciSeq.Add(1)
 	s.mu.Lock()
-	s.gates[ci.ID] = roles.Summary()
+	s.calls[ci.ID] = cs
 	s.mu.Unlock()
+	s.autoRecord(cs)
 }
 
 func (s *server) onEnded(ci sip.CallInfo) {
 	s.mu.Lock()
-	delete(s.gates, ci.ID)
+	cs := s.calls[ci.ID]
+	delete(s.calls, ci.ID)
 	s.mu.Unlock()
+	if cs != nil {
+		s.endRecordings(cs)
+	}
 }
 
-func (s *server) gateOf(id string) (bridge.CallGate, bool) {
+func (s *server) callState(id string) (*callState, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g, ok := s.gates[id]
-	return g, ok
+	cs, ok := s.calls[id]
+	return cs, ok
 }
