@@ -276,8 +276,8 @@ type encryptedContentInfo struct {
 
 type safeBag struct {
 	ID         asn1.ObjectIdentifier
-	Value      asn1.RawValue     `asn1:"tag:0,explicit"`
-	Attributes []asn1.RawValue   `asn1:"set,optional"`
+	Value      asn1.RawValue   `asn1:"tag:0,explicit"`
+	Attributes []asn1.RawValue `asn1:"set,optional"`
 }
 
 type encryptedPrivateKeyInfo struct {

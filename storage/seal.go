@@ -63,9 +63,9 @@ const (
 	sealMagic        = "BIBENC"
 	sealVersion      = 1
 	sealHeaderLen    = 32
-	sealHeadChunk    = 64        // plaintext bytes in chunk 0
-	sealDataChunk    = 64 << 10  // default max plaintext bytes in a data chunk
-	sealMaxDataChunk = 16 << 20  // largest chunk a reader accepts
+	sealHeadChunk    = 64       // plaintext bytes in chunk 0
+	sealDataChunk    = 64 << 10 // default max plaintext bytes in a data chunk
+	sealMaxDataChunk = 16 << 20 // largest chunk a reader accepts
 	sealNonceLen     = 12
 	sealTagLen       = 16
 	sealChunkOver    = 4 + sealNonceLen + sealTagLen // per-chunk overhead

@@ -50,6 +50,10 @@ func (s *server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /api/v1/calls/{id}/recording", s.handleRecordingControl)
 	registerDeviceRoutes(mux, s.policy)
 	registerRecordingRoutes(mux, s.store, s.log)
+	if s.cfg.ProblemReports.Enabled {
+		registerProblemReportRoutes(mux, s.cfg.ProblemReports.Dir, s.cfg.ProblemReports.MaxBytes, s.log)
+	}
+	s.registerMonitorRoutes(mux)
 	return mux
 }
 
@@ -93,4 +97,5 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"oversize\"} %d\n", k.Oversize)
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"no_destination\"} %d\n", k.NoDestination)
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"send_error\"} %d\n", k.SendErrors)
+	s.writeMonitorMetrics(w)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/bib-project/bib/bridge"
 	"github.com/bib-project/bib/recorder"
 	"github.com/bib-project/bib/sip"
+	"github.com/bib-project/bib/storage"
 )
 
 // defaultConfigYAML is the embedded default configuration, every field with
@@ -48,12 +49,24 @@ type Config struct {
 	Supervisors []bridge.Supervisor `yaml:"supervisors"`
 	// Recording: local recording (jitter buffer, extra tracks, DTMF masking).
 	Recording recorder.Config `yaml:"recording"`
+	// Storage: the archive (encryption at rest).
+	Storage StorageConfig `yaml:"storage"`
+	// ProblemReports: receiving problem reports over HTTP.
+	ProblemReports ProblemReportsConfig `yaml:"problem_reports"`
+}
+
+// StorageConfig is the archive's configuration.
+type StorageConfig struct {
+	// Encryption at rest: every recording written as NAME.enc + NAME.esk.
+	Encryption storage.EncryptionConfig `yaml:"encryption"`
 }
 
 // HTTPConfig is the HTTP listener.
 type HTTPConfig struct {
 	// Listen is the HTTP address (API, web page, /metrics). Default 127.0.0.1:8080.
 	Listen string `yaml:"listen"`
+	// SessionTimeout ends a supervisor's sign-in session after this long without a request (duration). Default 30m.
+	SessionTimeout bridge.Duration `yaml:"session_timeout"`
 }
 
 // Defaults fills every unset field.
@@ -64,6 +77,9 @@ func (c *Config) Defaults() {
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:8080"
 	}
+	if c.HTTP.SessionTimeout <= 0 {
+		c.HTTP.SessionTimeout = bridge.Duration(30 * 60 * 1e9) // 30 minutes
+	}
 	if c.Data == "" {
 		c.Data = "./data"
 	}
@@ -73,6 +89,8 @@ func (c *Config) Defaults() {
 	if c.Recording == (recorder.Config{}) {
 		c.Recording = recorder.Defaults()
 	}
+	c.Storage.Encryption.Defaults()
+	c.ProblemReports.Defaults(c.Data)
 }
 
 // Validate checks every field; errors name the key.
@@ -100,6 +118,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Recording.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("recording: %w", err))
+	}
+	if err := c.Storage.Encryption.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.ProblemReports.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -17,6 +17,8 @@ Usage:
   bib serve [--config bib.yaml] [--sip ADDR] [--http ADDR] [--rtp-ports MIN-MAX] [--data DIR] [--log-level LEVEL]
   bib gate --device NAME --release R [...]      answer a version-gate question offline
   bib recordings ls|show|export|verify [...]    search and check the recording archive
+  bib decrypt --privatekey KEY [--password P] --encryptionkey NAME.esk --encryptedfile NAME.enc --outputfile OUT
+  bib report [--out FILE.zip] [--encrypt-for CERT] [--upload URL]   collect a problem report
   bib config                                    print the embedded default configuration
   bib version
 
@@ -54,7 +56,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "recorder", "load", "decrypt", "report":
+	case "decrypt":
+		return decryptMain(args[1:], stdout, stderr)
+	case "report":
+		return reportMain(ctx, args[1:], stdout, stderr)
+	case "recorder", "load":
 		fmt.Fprintf(stderr, "bib %s: not implemented yet (see README, \"What does not work yet\")\n", args[0])
 		return 2
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -85,7 +86,10 @@ type server struct {
 	httpLn net.Listener
 
 	store      storage.Store
+	privKey    *rsa.PrivateKey // optional: serve encrypted recordings decrypted
 	recMetrics recorder.Metrics
+	auth       *auth     // supervisors' HTTP sign-in (auth.go)
+	mon        *monitors // monitored calls and listeners (monitor.go)
 
 	mu    sync.Mutex
 	calls map[string]*callState // answered calls by id
@@ -100,7 +104,10 @@ func newServer(cfg Config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, log: log, policy: pol, engine: eng, calls: map[string]*callState{}}
+	s := &server{cfg: cfg, log: log, policy: pol, engine: eng, calls: map[string]*callState{}, mon: newMonitors(eng, log)}
+	if s.auth, err = newAuth(cfg.Supervisors, pol, time.Duration(cfg.HTTP.SessionTimeout), log, nil); err != nil {
+		return nil, err
+	}
 	ss, err := sip.New(cfg.SIP, cfg.Routes, eng, log)
 	if err != nil {
 		return nil, err
@@ -117,7 +124,17 @@ func (s *server) listen(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.Data, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	st, err := storage.OpenDir(s.cfg.Data, storage.WithLogger(s.log))
+	opts := []storage.DirOption{storage.WithLogger(s.log)}
+	rcpt, priv, err := s.cfg.Storage.Encryption.Load()
+	if err != nil {
+		return err
+	}
+	if rcpt != nil {
+		opts = append(opts, storage.WithFS(&storage.SealedFS{Base: storage.OSFS{}, To: rcpt}))
+		s.log.Info("recordings are encrypted at rest", "key_sha256", rcpt.KeySHA256, "subject", rcpt.Subject)
+	}
+	s.privKey = priv
+	st, err := storage.OpenDir(s.cfg.Data, opts...)
 	if err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
@@ -140,7 +157,7 @@ func (s *server) listen(ctx context.Context) error {
 		return fmt.Errorf("http listen: %w", err)
 	}
 	s.httpLn = ln
-	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: s.auth.middleware(s, s.routes()), ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 
@@ -199,6 +216,7 @@ func (s *server) serve(ctx context.Context, stdout io.Writer) error {
 	cancel()
 	s.sip.Close()
 	s.engine.Close()
+	s.mon.close()
 	wg.Wait()
 	s.mu.Lock()
 	left := make([]*callState, 0, len(s.calls))
