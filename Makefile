@@ -5,7 +5,7 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: run build test bench fuzz lint clean
+.PHONY: run build test bench bench-load fuzz lint clean
 
 ## run: build and start `bib serve` on embedded defaults (127.0.0.1, data under ./data)
 run: build
@@ -23,6 +23,11 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=200000x ./bridge/
 	$(GO) test -run '^$$' -bench . -benchmem ./bridge/codec/ ./recorder/ ./storage/
+
+## bench-load: the 500-call load run (relayed, recorded, 10% monitored) writing out/report.json and out/report.html
+bench-load: build
+	mkdir -p out
+	./$(BIN) load --spawn --calls 500 --rate 100 --duration 60s --supervisors 10% --record --json out/report.json --html out/report.html
 
 ## fuzz: a short run of every fuzz target (10 s each)
 fuzz:

@@ -55,7 +55,15 @@ func MP3(name string) ([]byte, error) {
 // Decode decodes MP3 data to mono 16-bit PCM at the file's sample rate.
 // go-mp3 yields interleaved stereo little-endian samples; the two channels
 // are averaged.
+//
+// go-mp3 panics on some malformed frames (index out of range in its
+// scale-factor tables); Decode turns that into an error.
 func Decode(data []byte) (pcm []int16, rate int, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			pcm, rate, err = nil, 0, fmt.Errorf("mp3: malformed data: %v", p)
+		}
+	}()
 	d, err := mp3.NewDecoder(bytes.NewReader(data))
 	if err != nil {
 		return nil, 0, fmt.Errorf("mp3: %w", err)
