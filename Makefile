@@ -7,9 +7,9 @@ PKGS     := ./...
 
 .PHONY: run build test bench bench-load fuzz lint clean
 
-## run: build and start `bib serve` on embedded defaults (127.0.0.1, data under ./data)
+## run: build and start `bib serve --demo` on embedded defaults (127.0.0.1, data under ./data): live, recorded, monitorable calls
 run: build
-	./$(BIN) serve
+	./$(BIN) serve --demo
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bib

@@ -53,6 +53,8 @@ type Config struct {
 	Storage StorageConfig `yaml:"storage"`
 	// ProblemReports: receiving problem reports over HTTP.
 	ProblemReports ProblemReportsConfig `yaml:"problem_reports"`
+	// Demo: simulated agents calling a simulated customer (flag --demo).
+	Demo DemoConfig `yaml:"demo"`
 }
 
 // StorageConfig is the archive's configuration.
@@ -91,6 +93,7 @@ func (c *Config) Defaults() {
 	}
 	c.Storage.Encryption.Defaults()
 	c.ProblemReports.Defaults(c.Data)
+	c.Demo.Defaults()
 }
 
 // Validate checks every field; errors name the key.
@@ -123,6 +126,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.ProblemReports.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Demo.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -34,6 +34,7 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	ports := fs.String("rtp-ports", "", "RTP port range MIN-MAX (overrides media.rtp_ports)")
 	data := fs.String("data", "", "data directory (overrides data)")
 	level := fs.String("log-level", "", "debug|info|warn|error (overrides log_level)")
+	demo := fs.Bool("demo", false, "run the demo: simulated Jabber agents call a simulated customer through bib (overrides demo.enabled)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -55,6 +56,17 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	override(&cfg.Media.RTPPorts, *ports)
 	override(&cfg.Data, *data)
 	override(&cfg.LogLevel, *level)
+	if *demo {
+		cfg.Demo.Enabled = true
+	}
+	var dm *demoSetup
+	if cfg.Demo.Enabled {
+		if dm, err = applyDemo(&cfg); err != nil {
+			fmt.Fprintln(stderr, "bib serve:", err)
+			return 2
+		}
+		fmt.Fprint(stdout, demoBanner(dm))
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "bib serve: config:", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return 2
@@ -68,6 +80,7 @@ func serveMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "bib serve:", err)
 		return 2
 	}
+	srv.demo = dm
 	if err := srv.run(ctx, stdout); err != nil {
 		log.Error("bib serve stopped", "err", err)
 		return 1
@@ -85,6 +98,7 @@ type server struct {
 	http   *http.Server
 	httpLn net.Listener
 
+	demo       *demoSetup // non-nil: run the demo calls while serving
 	store      storage.Store
 	privKey    *rsa.PrivateKey // optional: serve encrypted recordings decrypted
 	recMetrics recorder.Metrics
@@ -196,11 +210,25 @@ func (s *server) serve(ctx context.Context, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "bib serve ready: sip %s (udp+tcp), http http://%s, rtp %s %s, data %s\n",
 		s.sip.Addr("udp"), s.httpLn.Addr(), s.cfg.Media.IP, s.cfg.Media.RTPPorts, s.cfg.Data)
 	s.log.Info("bib serve ready", "sip", s.sip.Addr("udp").String(), "http", s.httpLn.Addr().String())
+	demoCtx, demoCancel := context.WithCancel(serveCtx)
+	demoDone := make(chan struct{})
+	if s.demo != nil {
+		go func() { defer close(demoDone); s.runDemo(demoCtx, s.demo, stdout) }()
+	} else {
+		close(demoDone)
+	}
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
+	}
+	// The simulated calls hang up first, while bib can still answer them.
+	demoCancel()
+	select {
+	case <-demoDone:
+	case <-time.After(drainTimeout):
+		s.log.Warn("demo calls did not stop in time")
 	}
 	if stopReason(ctx) == stopDrain {
 		s.log.Info("SIGTERM: draining calls", "calls", len(s.engine.Calls()))

@@ -67,6 +67,9 @@ type Config struct {
 	SupListen      string
 	// LinePrefix and first line: agent i uses line FirstLine+i. Default 10001.
 	FirstLine int
+	// AgentDevices names the device each agent slot registers as (slot i
+	// uses AgentDevices[i]); slots beyond the list use CSFLOADnnnn.
+	AgentDevices []string
 	// CustomerPrefix starts every dialled customer number. Default "2".
 	CustomerPrefix string
 	// MonitorPrefix is what supervisors dial before the agent's line.

@@ -446,7 +446,7 @@ func (r *runner) registerAll(ctx context.Context) {
 			defer func() { <-sem; wg.Done() }()
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			code, err := r.agent.register(rctx, r.target, r.line(i), deviceName(i))
+			code, err := r.agent.register(rctx, r.target, r.line(i), r.device(i))
 			if err != nil || code != 200 {
 				r.sipc.registerFail.Add(1)
 				return
@@ -458,6 +458,14 @@ func (r *runner) registerAll(ctx context.Context) {
 }
 
 func (r *runner) line(slot int) string { return strconv.Itoa(r.cfg.FirstLine + slot) }
+
+// device is the device name agent slot registers as.
+func (r *runner) device(slot int) string {
+	if slot < len(r.cfg.AgentDevices) {
+		return r.cfg.AgentDevices[slot]
+	}
+	return deviceName(slot)
+}
 
 // generate places calls at the configured rate, never more than Calls at
 // once, until Duration has passed since the first INVITE, then waits for
@@ -495,7 +503,7 @@ loop:
 			}
 		}
 		c := &call{
-			n: n, slot: slot, line: r.line(slot), device: deviceName(slot),
+			n: n, slot: slot, line: r.line(slot), device: r.device(slot),
 			custUser: fmt.Sprintf("%s%06d", cfg.CustomerPrefix, n),
 			monitor:  every > 0 && (n-1)%every == 0,
 			custCh:   make(chan netip.AddrPort, 1), peerBye: make(chan struct{}),
