@@ -5,7 +5,7 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: run build test bench bench-load fuzz lint clean
+.PHONY: run build test bench bench-load demo-shot fuzz lint clean
 
 ## run: build and start `bib serve --demo` on embedded defaults (127.0.0.1, data under ./data): live, recorded, monitorable calls
 run: build
@@ -28,6 +28,11 @@ bench:
 bench-load: build
 	mkdir -p out
 	./$(BIN) load --spawn --calls 500 --rate 100 --duration 60s --supervisors 10% --record --json out/report.json --html out/report.html
+
+## demo-shot: headless Chromium signs in to the demo's page, presses Listen and saves out/demo.png
+demo-shot:
+	mkdir -p out
+	BIB_SCREENSHOT=$(CURDIR)/out/demo.png $(GO) test -count=1 -run '^TestBrowserDemo$$' -v ./cmd/bib/
 
 ## fuzz: a short run of every fuzz target (10 s each)
 fuzz:

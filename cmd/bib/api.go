@@ -49,7 +49,7 @@ func (s *server) routes() *http.ServeMux {
 	})
 	mux.HandleFunc("POST /api/v1/calls/{id}/recording", s.handleRecordingControl)
 	registerDeviceRoutes(mux, s.policy)
-	registerRecordingRoutes(mux, s.store, s.log)
+	registerRecordingRoutes(mux, s.store, s.privKey, s.log)
 	if s.cfg.ProblemReports.Enabled {
 		registerProblemReportRoutes(mux, s.cfg.ProblemReports.Dir, s.cfg.ProblemReports.MaxBytes, s.log)
 	}

@@ -119,6 +119,9 @@ func TestRecordingEndToEnd(t *testing.T) {
 	agent, customer := newTestParty(t, "1001"), newTestParty(t, "2001")
 	ts := startServer(t, agentConfig(customer, "automatic"))
 	ac, bc := placeCall(t, ctx, ts, agent, customer)
+	// The recording starts when bib has the caller's ACK; audio sent before
+	// that is relayed but, by design, not part of the recording.
+	waitRecordingStarted(t, ctx, ts, waitCallID(t, ctx, ts))
 
 	const frames = 100
 	sendA, sendB := toneStream(440, frames), toneStream(1000, frames)
@@ -173,6 +176,20 @@ func TestRecordingEndToEnd(t *testing.T) {
 				return off
 			}
 		}
+		// Diagnose: where does the sent stream start, and where does it diverge?
+		for off := 0; off+320 <= len(ch); off++ {
+			if slices.Equal(ch[off:off+320], want[:320]) {
+				for i := range want {
+					if off+i >= len(ch) || ch[off+i] != want[i] {
+						zeros := 0
+						for j := off + i; j < len(ch) && j < off+i+400 && ch[j] == 0; j++ {
+							zeros++
+						}
+						t.Fatalf("%s: sent audio starts at sample %d and diverges at sent sample %d (frame %d); %d zeros follow", name, off, i, i/160, zeros)
+					}
+				}
+			}
+		}
 		t.Fatalf("%s channel does not contain the sent audio sample for sample (%d samples recorded)", name, len(ch))
 		return 0
 	}
@@ -184,6 +201,25 @@ func TestRecordingEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(string(m.GateVerdict), `"allowed":true`) {
 		t.Errorf("gate verdict not in metadata: %s", m.GateVerdict)
+	}
+}
+
+// waitRecordingStarted waits until a call has a recording in progress.
+func waitRecordingStarted(t *testing.T, ctx context.Context, ts *testServer, id string) {
+	t.Helper()
+	for {
+		if cs, ok := ts.callState(id); ok {
+			for _, v := range cs.recordingViews() {
+				if v.ID != "" {
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("recording did not start")
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
 
