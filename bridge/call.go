@@ -24,6 +24,7 @@ type Call struct {
 	answered time.Time
 
 	closing  atomic.Bool
+	io       *loopCall // the call's epoll registration (media.io: epoll), else nil
 	once     sync.Once
 	wg       sync.WaitGroup
 	closeErr error
@@ -192,7 +193,12 @@ func (c *Call) Close(reason string) error {
 		c.mu.Lock()
 		c.closing.Store(true)
 		c.mu.Unlock()
-		errs := []error{c.legs[1].close(), c.legs[0].close()}
+		var errs []error
+		if c.io != nil {
+			errs = append(errs, c.io.detach()) // returns once no tap can run
+		} else {
+			errs = append(errs, c.legs[1].close(), c.legs[0].close())
+		}
 		c.wg.Wait()
 		c.emit(c.event(EvEnd, SideA, reason))
 		empty := []Tap{}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,17 @@ type Config struct {
 	RTPPorts string `yaml:"rtp_ports"`
 	// MediaTimeout tears a call down when no RTP arrived in either direction for this long (duration, e.g. 60s; 0 disables). Default 60s.
 	MediaTimeout Duration `yaml:"media_timeout"`
+	// IO selects the RTP I/O engine: "goroutine" (a read goroutine per socket
+	// on Go's netpoller) or "epoll" (Linux only: io_workers threads, each an
+	// epoll loop over its calls' sockets with recvmmsg/sendmmsg batching).
+	// Default DefaultIO.
+	IO string `yaml:"io"`
+	// IOWorkers is the number of epoll threads when io is epoll (1-1024). Default GOMAXPROCS.
+	IOWorkers int `yaml:"io_workers"`
 }
+
+// DefaultIO is media.io when unset. See BenchmarkRelay and BenchmarkRelayCalls.
+const DefaultIO = "goroutine"
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
@@ -31,6 +42,12 @@ func (c *Config) Defaults() {
 	}
 	if c.MediaTimeout == 0 {
 		c.MediaTimeout = Duration(60 * time.Second)
+	}
+	if c.IO == "" {
+		c.IO = DefaultIO
+	}
+	if c.IOWorkers == 0 {
+		c.IOWorkers = runtime.GOMAXPROCS(0)
 	}
 }
 
@@ -45,6 +62,18 @@ func (c *Config) Validate() error {
 	}
 	if c.MediaTimeout < 0 {
 		return fmt.Errorf("media.media_timeout: %s is negative", time.Duration(c.MediaTimeout))
+	}
+	switch c.IO {
+	case "goroutine":
+	case "epoll":
+		if !ioSupported {
+			return fmt.Errorf("media.io: %q is not supported on %s (want goroutine)", c.IO, runtime.GOOS)
+		}
+	default:
+		return fmt.Errorf("media.io: %q is not an I/O engine (want goroutine or epoll)", c.IO)
+	}
+	if c.IOWorkers < 1 || c.IOWorkers > 1024 {
+		return fmt.Errorf("media.io_workers: %d is out of range 1-1024", c.IOWorkers)
 	}
 	return nil
 }
@@ -81,6 +110,7 @@ type Engine struct {
 	log  *slog.Logger
 	ip   netip.Addr
 	pool *portPool
+	loop *ioLoop // media.io: epoll; nil for goroutine
 
 	mu    sync.Mutex
 	calls map[string]*Call
@@ -102,7 +132,11 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	}
 	ip := netip.MustParseAddr(cfg.IP)
 	pr, _ := ParsePortRange(cfg.RTPPorts)
-	return &Engine{cfg: cfg, log: log, ip: ip, pool: newPortPool(ip, pr), calls: map[string]*Call{}}, nil
+	e := &Engine{cfg: cfg, log: log, ip: ip, pool: newPortPool(ip, pr), calls: map[string]*Call{}}
+	if cfg.IO == "epoll" {
+		e.loop = newIOLoop(cfg.IOWorkers, log)
+	}
+	return e, nil
 }
 
 // IP returns the media address.
@@ -151,6 +185,13 @@ func (e *Engine) NewCall(id string, log *slog.Logger) (*Call, error) {
 	e.calls[id] = c
 	e.mu.Unlock()
 	e.T.CallsStarted.Add(1)
+	if e.loop != nil {
+		if err := e.loop.attach(c); err != nil {
+			c.Close("media io setup failed")
+			return nil, fmt.Errorf("new call %s: %w", id, err)
+		}
+		return c, nil
+	}
 	for _, l := range c.legs {
 		c.wg.Add(2)
 		go func() { defer c.wg.Done(); l.readRTP() }()
@@ -284,6 +325,9 @@ func (e *Engine) checkIdle(now time.Time) {
 func (e *Engine) Close() error {
 	for _, c := range e.Calls() {
 		c.Close("shutdown")
+	}
+	if e.loop != nil {
+		e.loop.stop()
 	}
 	return nil
 }

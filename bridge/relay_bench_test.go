@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -26,12 +27,24 @@ func cpuNow() time.Duration {
 // pump sends b.N packets to dst from a and receives them at bConn, keeping at
 // most window packets in flight. After a read times out, whatever was in
 // flight is counted lost and the run goes on, so a stall of the machine
-// never hangs the benchmark or turns it into a send-only run.
+// never hangs the benchmark or turns it into a send-only run. The window is
+// a channel of credits, so a sender waiting for it parks instead of
+// spinning: a spinning sender's CPU would grow with the relay's latency and
+// be charged to the relay in cpu-ns/pkt.
 func pump(b *testing.B, a, bConn *net.UDPConn, dst netip.AddrPort) {
-	const window = 64
+	pumpTo(b, a, bConn, []netip.AddrPort{dst}, 64)
+}
+
+// pumpTo is pump with packet i sent to dsts[i%len(dsts)] (round robin over
+// calls) and a given window.
+func pumpTo(b *testing.B, a, bConn *net.UDPConn, dsts []netip.AddrPort, window int64) {
 	pkt := rtpPacket(b, 0x1234, 1, 0, make([]byte, 160))
 	var sent, done, lost atomic.Int64
 	n := int64(b.N)
+	credit := make(chan struct{}, window)
+	for range window {
+		credit <- struct{}{}
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -40,10 +53,15 @@ func pump(b *testing.B, a, bConn *net.UDPConn, dst netip.AddrPort) {
 		for done.Load()+lost.Load() < n {
 			bConn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 			if _, _, err := bConn.ReadFromUDPAddrPort(buf); err != nil {
-				lost.Add(sent.Load() - done.Load() - lost.Load())
+				k := sent.Load() - done.Load() - lost.Load()
+				lost.Add(k)
+				for range k {
+					credit <- struct{}{}
+				}
 				continue
 			}
 			done.Add(1)
+			credit <- struct{}{}
 		}
 	}()
 	cpu0 := cpuNow()
@@ -51,11 +69,9 @@ func pump(b *testing.B, a, bConn *net.UDPConn, dst netip.AddrPort) {
 	// A counted loop, not b.Loop: the receiver goroutine needs the final
 	// packet count up front.
 	for i := 0; i < b.N; i++ {
-		for sent.Load()-done.Load()-lost.Load() >= window {
-			runtimeGosched()
-		}
+		<-credit
 		pkt[3] = byte(i)
-		if _, err := a.WriteToUDPAddrPort(pkt, dst); err != nil {
+		if _, err := a.WriteToUDPAddrPort(pkt, dsts[i%len(dsts)]); err != nil {
 			b.Fatal(err)
 		}
 		sent.Add(1)
@@ -69,49 +85,116 @@ func pump(b *testing.B, a, bConn *net.UDPConn, dst netip.AddrPort) {
 	}
 }
 
+// BenchmarkRelay: one call, one direction. "bib" is media.io goroutine,
+// "bib-epoll" media.io epoll.
 func BenchmarkRelay(b *testing.B) {
-	b.Run("bib", func(b *testing.B) {
-		e := testEngine(b, freeRange(b))
-		c, pa, pb := setupCall(b, e)
-		defer c.Close("bench")
-		la, _ := c.Leg(SideA).Local()
-		b.ReportAllocs()
-		pump(b, pa.conn, pb.conn, la)
-	})
-	b.Run("bib-with-tap", func(b *testing.B) {
-		e := testEngine(b, freeRange(b))
-		c, pa, pb := setupCall(b, e)
-		defer c.Close("bench")
-		c.AddTap(nopTap{})
-		la, _ := c.Leg(SideA).Local()
-		b.ReportAllocs()
-		pump(b, pa.conn, pb.conn, la)
-	})
+	for _, bc := range []struct {
+		name, io string
+		tap      bool
+	}{
+		{"bib", "goroutine", false},
+		{"bib-epoll", "epoll", false},
+		{"bib-with-tap", "goroutine", true},
+		{"bib-epoll-with-tap", "epoll", true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			if bc.io == "epoll" && !ioSupported {
+				b.Skip("no epoll engine here")
+			}
+			e := testEngineIO(b, freeRange(b), bc.io)
+			c, pa, pb := setupCall(b, e)
+			defer c.Close("bench")
+			if bc.tap {
+				c.AddTap(nopTap{})
+			}
+			la, _ := c.Leg(SideA).Local()
+			b.ReportAllocs()
+			pump(b, pa.conn, pb.conn, la)
+		})
+	}
 	b.Run("minimal", func(b *testing.B) {
 		// The syscall floor: read, write, nothing else.
 		pa, pb := newParty(b), newParty(b)
-		in, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		go func() {
-			buf := make([]byte, 1501)
-			for {
-				n, _, err := in.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				out.WriteToUDPAddrPort(buf[:n], pb.addr)
-			}
-		}()
-		defer in.Close()
-		defer out.Close()
+		in := minimalRelay(b, pb.addr)
 		b.ReportAllocs()
-		pump(b, pa.conn, pb.conn, in.LocalAddr().(*net.UDPAddr).AddrPort())
+		pump(b, pa.conn, pb.conn, in)
+	})
+	b.Run("direct", func(b *testing.B) {
+		// No relay: the harness's own cost, to subtract from the others.
+		pa, pb := newParty(b), newParty(b)
+		b.ReportAllocs()
+		pump(b, pa.conn, pb.conn, pb.addr)
+	})
+}
+
+// minimalRelay starts the floor relay, one goroutine that reads a datagram
+// and writes it to dst, and returns the address it reads on.
+func minimalRelay(b *testing.B, dst netip.AddrPort) netip.AddrPort {
+	in, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 1501)
+		for {
+			n, _, err := in.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			out.WriteToUDPAddrPort(buf[:n], dst)
+		}
+	}()
+	b.Cleanup(func() { in.Close(); out.Close() })
+	return in.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// BenchmarkRelayCalls relays through 200 calls at once, packets sent round
+// robin over the calls with up to 128 in flight, so many legs are ready at
+// the same time. All calls share one sending and one receiving party
+// socket, so the harness costs the same in every sub-benchmark. "minimal"
+// is 200 floor relays (a goroutine per socket).
+func BenchmarkRelayCalls(b *testing.B) {
+	const calls = 200
+	for _, mode := range []string{"goroutine", "epoll"} {
+		b.Run(mode, func(b *testing.B) {
+			if mode == "epoll" && !ioSupported {
+				b.Skip("no epoll engine here")
+			}
+			pr, _ := ParsePortRange(freeRange(b))
+			lo := min(pr.Min, 65535-4*calls-200) &^ 1
+			e := testEngineIO(b, fmt.Sprintf("%d-%d", lo, lo+4*calls+199), mode)
+			pa, pb := newParty(b), newParty(b)
+			dsts := make([]netip.AddrPort, calls)
+			for i := range dsts {
+				c, err := e.NewCall(fmt.Sprintf("bench-%d", i), nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.SetRemote(SideA, pa.desc())
+				c.SetRemote(SideB, pb.desc())
+				dsts[i], _ = c.Leg(SideA).Local()
+			}
+			b.ReportAllocs()
+			pumpTo(b, pa.conn, pb.conn, dsts, 128)
+		})
+	}
+	b.Run("minimal", func(b *testing.B) {
+		pa, pb := newParty(b), newParty(b)
+		dsts := make([]netip.AddrPort, calls)
+		for i := range dsts {
+			dsts[i] = minimalRelay(b, pb.addr)
+		}
+		b.ReportAllocs()
+		pumpTo(b, pa.conn, pb.conn, dsts, 128)
+	})
+	b.Run("direct", func(b *testing.B) {
+		pa, pb := newParty(b), newParty(b)
+		b.ReportAllocs()
+		pumpTo(b, pa.conn, pb.conn, []netip.AddrPort{pb.addr}, 128)
 	})
 }
 

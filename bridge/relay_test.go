@@ -17,7 +17,13 @@ import (
 
 func testEngine(t testing.TB, ports string) *Engine {
 	t.Helper()
-	e, err := NewEngine(Config{IP: "127.0.0.1", RTPPorts: ports}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return testEngineIO(t, ports, "")
+}
+
+// testEngineIO is testEngine with a given media.io ("" for the default).
+func testEngineIO(t testing.TB, ports, mode string) *Engine {
+	t.Helper()
+	e, err := NewEngine(Config{IP: "127.0.0.1", RTPPorts: ports, IO: mode}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +45,21 @@ func freeRange(t testing.TB) string {
 	lo := 20000 + (p*7)%30000
 	lo -= lo % 2
 	return fmt.Sprintf("%d-%d", lo, lo+399)
+}
+
+// ioModes are the media.io engines this platform supports.
+func ioModes() []string {
+	if ioSupported {
+		return []string{"goroutine", "epoll"}
+	}
+	return []string{"goroutine"}
+}
+
+// forEachIO runs a relay test against every I/O engine.
+func forEachIO(t *testing.T, f func(t *testing.T, mode string)) {
+	for _, m := range ioModes() {
+		t.Run(m, func(t *testing.T) { f(t, m) })
+	}
 }
 
 type party struct {
@@ -113,8 +134,10 @@ func (r *recTap) Event(ev Event) {
 	r.mu.Unlock()
 }
 
-func TestRelayByteIdenticalBothWays(t *testing.T) {
-	e := testEngine(t, freeRange(t))
+func TestRelayByteIdenticalBothWays(t *testing.T) { forEachIO(t, testRelayByteIdenticalBothWays) }
+
+func testRelayByteIdenticalBothWays(t *testing.T, mode string) {
+	e := testEngineIO(t, freeRange(t), mode)
 	c, a, b := setupCall(t, e)
 	tap := &recTap{}
 	if err := c.AddTap(tap); err != nil {
@@ -158,8 +181,10 @@ func TestRelayByteIdenticalBothWays(t *testing.T) {
 	}
 }
 
-func TestRelayDropsStrangerAndBadPackets(t *testing.T) {
-	e := testEngine(t, freeRange(t))
+func TestRelayDropsStrangerAndBadPackets(t *testing.T) { forEachIO(t, testRelayDropsStrangerAndBadPackets) }
+
+func testRelayDropsStrangerAndBadPackets(t *testing.T, mode string) {
+	e := testEngineIO(t, freeRange(t), mode)
 	c, a, b := setupCall(t, e)
 	la, _ := c.Leg(SideA).Local()
 	stranger := newParty(t)
@@ -185,8 +210,10 @@ func TestRelayDropsStrangerAndBadPackets(t *testing.T) {
 	}
 }
 
-func TestRelayRTCP(t *testing.T) {
-	e := testEngine(t, freeRange(t))
+func TestRelayRTCP(t *testing.T) { forEachIO(t, testRelayRTCP) }
+
+func testRelayRTCP(t *testing.T, mode string) {
+	e := testEngineIO(t, freeRange(t), mode)
 	c, err := e.NewCall("rtcp", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -214,8 +241,10 @@ func TestRelayRTCP(t *testing.T) {
 	}
 }
 
-func TestHoldResumeEvents(t *testing.T) {
-	e := testEngine(t, freeRange(t))
+func TestHoldResumeEvents(t *testing.T) { forEachIO(t, testHoldResumeEvents) }
+
+func testHoldResumeEvents(t *testing.T, mode string) {
+	e := testEngineIO(t, freeRange(t), mode)
 	c, a, b := setupCall(t, e)
 	tap := &recTap{}
 	c.AddTap(tap)
@@ -248,10 +277,12 @@ func TestHoldResumeEvents(t *testing.T) {
 	}
 }
 
-func TestPortExhaustion(t *testing.T) {
+func TestPortExhaustion(t *testing.T) { forEachIO(t, testPortExhaustion) }
+
+func testPortExhaustion(t *testing.T, mode string) {
 	r := freeRange(t)
 	pr, _ := ParsePortRange(r)
-	e := testEngine(t, fmt.Sprintf("%d-%d", pr.Min, pr.Min+3)) // two pairs: one call
+	e := testEngineIO(t, fmt.Sprintf("%d-%d", pr.Min, pr.Min+3), mode) // two pairs: one call
 	c, err := e.NewCall("one", nil)
 	if err != nil {
 		t.Skipf("ports in use on this machine: %v", err)
@@ -267,8 +298,10 @@ func TestPortExhaustion(t *testing.T) {
 	c2.Close("test")
 }
 
-func TestMediaTimeout(t *testing.T) {
-	e := testEngine(t, freeRange(t))
+func TestMediaTimeout(t *testing.T) { forEachIO(t, testMediaTimeout) }
+
+func testMediaTimeout(t *testing.T, mode string) {
+	e := testEngineIO(t, freeRange(t), mode)
 	e.cfg.MediaTimeout = Duration(time.Minute)
 	var timedOut []string
 	e.OnMediaTimeout = func(c *Call) { timedOut = append(timedOut, c.ID()) }

@@ -209,7 +209,9 @@ func newRecorder(cfg Config, info CallInfo, st storage.Store, log *slog.Logger, 
 	r.blob = blob
 	r.log = r.log.With("recording_id", blob.ID())
 	r.snap = Stats{ID: blob.ID(), Status: storage.StatusRecording}
-	pending := cfg.JitterMS/5 + 32
+	// A pending anchor correction (up to the depth) can hold audio for up
+	// to twice the depth.
+	pending := 2*cfg.JitterMS/5 + 32
 	r.streams[r.near] = newStream(r, "near", pending)
 	r.streams[1-r.near] = newStream(r, "far", pending)
 	for d := range r.q {

@@ -72,7 +72,8 @@ type stream struct {
 	ssrc        uint32
 	epoch       uint32
 	anchor      uint32
-	offset      int64
+	offset      int64 // applied: where new audio of this anchor is placed
+	best        int64 // least-delayed offset seen for this anchor (<= offset)
 	extTS       int64
 	lastTS      uint32
 	prevArrival int64
@@ -96,6 +97,7 @@ type stream struct {
 	relEpoch uint32
 	relSeq   int64
 	relEnd   int64
+	relAnch  uint32 // anchor generation of the last released entry
 	lastPT   int
 
 	dtmfActive bool
@@ -165,11 +167,13 @@ func (s *stream) packet(p *qpkt) {
 	}
 	s.extTS, s.lastTS, s.prevArrival = extTS, p.ts, p.arrival
 
-	// The anchor tracks the least-delayed packet: a packet that arrives
-	// earlier than its place says moves the stream earlier.
-	if cand := arrPos - extTS*s.r.mul; cand < s.offset {
-		s.shift(cand - s.offset)
-		s.offset = cand
+	// The anchor follows the least-delayed packet, but a correction is only
+	// applied where it cuts no audio (see settle).
+	if cand := arrPos - extTS*s.r.mul; cand < s.best {
+		s.best = cand
+	}
+	if s.best < s.offset {
+		s.correct()
 	}
 	pos := extTS*s.r.mul + s.offset
 
@@ -244,6 +248,7 @@ func (s *stream) newEpoch(p *qpkt, arrPos int64) {
 	s.dtmfActive = false
 	s.anchor++
 	s.offset = arrPos - s.extTS*s.r.mul
+	s.best = s.offset
 }
 
 func (s *stream) epochLost() uint64 {
@@ -257,7 +262,58 @@ func (s *stream) epochLost() uint64 {
 func (s *stream) reanchor(extTS, arrPos int64) {
 	s.anchor++
 	s.offset = arrPos - extTS*s.r.mul
+	s.best = s.offset
 	s.lateRun = 0
+}
+
+// correct is called at placement while a better (earlier) anchor is
+// pending. Before any audio of the current anchor has been released, the
+// correction is applied as far as it fits in front of the first buffered
+// packet (the jitter buffer's learning window: nothing written moves). A
+// correction larger than the jitter buffer depth means the anchor was badly
+// off: it is applied at once, cutting that much audio, and noted as a
+// realign event. Anything else waits for a silence in playout (release).
+func (s *stream) correct() {
+	tl := &s.r.tl
+	if !s.relValid || s.relAnch != s.anchor {
+		room := int64(math.MaxInt64)
+		for _, j := range s.ord {
+			if e := &s.entries[j]; e.anchor == s.anchor {
+				room = e.pos - s.floor(tl.written)
+				break
+			}
+		}
+		s.settle(room)
+	}
+	if d := s.offset - s.best; d > s.r.depth {
+		ahead := d * 1000 / int64(tl.rate)
+		s.r.event("realign", s.floor(tl.written), s.label, fmt.Sprintf(
+			"audio arrived %d ms ahead of its place, more than the %d ms jitter buffer; moved earlier, cutting up to %d ms",
+			ahead, s.r.cfg.JitterMS, ahead))
+		s.settle(math.MaxInt64)
+	}
+}
+
+// floor is the first sample the stream may still fill: nothing before the
+// written position or the end of the audio already released.
+func (s *stream) floor(written int64) int64 {
+	if s.relValid {
+		return max(written, s.relEnd)
+	}
+	return written
+}
+
+// settle applies up to room samples of the pending anchor correction: the
+// current anchor's buffered audio and all its later audio move earlier. It
+// returns how far they moved.
+func (s *stream) settle(room int64) int64 {
+	d := min(s.offset-s.best, room)
+	if d <= 0 {
+		return 0
+	}
+	s.offset -= d
+	s.shift(-d)
+	return d
 }
 
 // shift moves the pending audio of the current anchor by delta samples.
@@ -326,6 +382,16 @@ func (s *stream) release(from, to int64) {
 			s.stats.GapMS += (e.pos - s.relEnd) * 1000 / int64(tl.rate)
 			b.dec.Reset()
 		}
+		// A pending anchor correction is applied where the stream is silent
+		// anyway: in the hole before this packet (loss, DTX, talkspurt
+		// start, hold). Whatever belonged in the hole and has not arrived is
+		// late from now on, so nothing can land on the moved audio. The gap
+		// above counts the missing audio; its silence is shorter by d.
+		if s.best < s.offset && e.anchor == s.anchor {
+			if d := s.settle(e.pos - s.floor(from)); d > 0 {
+				e.pos -= d // e left s.ord above
+			}
+		}
 		if int(e.pt) != s.lastPT {
 			s.lastPT = int(e.pt)
 			s.r.codecUsed(s.label, b.name, max(e.pos, from))
@@ -335,7 +401,7 @@ func (s *stream) release(from, to int64) {
 		for p := start; p < e.pos+int64(n); p++ {
 			s.win[p&(window-1)] = s.out[p-e.pos]
 		}
-		s.relValid, s.relEpoch = true, e.epoch
+		s.relValid, s.relEpoch, s.relAnch = true, e.epoch, e.anchor
 		s.relSeq = max(s.relSeq, e.extSeq)
 		s.relEnd = e.pos + int64(n)
 	}

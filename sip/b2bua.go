@@ -221,6 +221,9 @@ func sdpHeader() sipmsg.Header { return sipmsg.NewHeader("Content-Type", "applic
 
 // onInvite handles initial INVITEs and re-INVITEs.
 func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	if s.monitorInvite(req, tx) {
+		return // a supervisor's monitoring dialog (monitor.go)
+	}
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		c, l, ok := s.inDialog(req, tx)
 		if ok {
@@ -232,6 +235,9 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 func (s *Server) onUpdate(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	if s.monitorUpdate(req, tx) {
+		return
+	}
 	c, l, ok := s.inDialog(req, tx)
 	if ok {
 		c.handleOffer(req, tx, l)
@@ -239,6 +245,9 @@ func (s *Server) onUpdate(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 func (s *Server) onAck(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	if s.monitorAck(req, tx) {
+		return
+	}
 	ref, ok := s.lookup(req)
 	if !ok || req.CSeq() == nil {
 		return
@@ -257,6 +266,12 @@ func (s *Server) onAck(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 func (s *Server) onBye(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	if s.forkBye(req, tx) {
+		return // a recorder ended a recording fork (fork.go)
+	}
+	if s.monitorBye(req, tx) {
+		return // a supervisor hung up (monitor.go)
+	}
 	c, l, ok := s.inDialog(req, tx)
 	if !ok {
 		return
@@ -319,6 +334,9 @@ func (s *Server) newCall(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.respond(tx, req, 482, "Loop Detected", "Call-ID already in use")
 		return
 	}
+	if !s.admitInvite(req, tx) {
+		return // refused, challenged or over a limit (admit.go)
+	}
 	user := req.Recipient.User
 	info := &InviteInfo{
 		Caller: from.Address.User, CallerName: from.DisplayName, Callee: user,
@@ -327,6 +345,7 @@ func (s *Server) newCall(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	}
 	reject := func(se *StatusError, hdrs ...sipmsg.Header) {
 		s.rejected.Add(1)
+		s.callRefused(req, se)
 		s.log.Info("call rejected", "caller", info.Caller, "callee", user, "code", se.Code, "why", se.Warning)
 		s.respond(tx, req, se.Code, se.Reason, se.Warning, hdrs...)
 	}
@@ -468,10 +487,7 @@ func (c *call) setup(req *sipmsg.Request, dsA *sipgo.DialogServerSession, target
 	s := c.s
 	_ = dsA.Respond(100, "Trying", nil)
 
-	tp := "UDP"
-	if v, ok := target.UriParams.Get("transport"); ok && strings.EqualFold(v, "tcp") {
-		tp = "TCP"
-	}
+	tp := transportFor(target) // sips: and ;transport=tls go over TLS (tls.go)
 	dua := s.duas[tp]
 	if dua == nil {
 		dua = s.duas["UDP"]

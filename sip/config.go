@@ -35,6 +35,20 @@ type Config struct {
 	// DefaultExpires applies to a REGISTER that asks for no expiry (duration).
 	// Default 3600s.
 	DefaultExpires bridge.Duration `yaml:"default_expires"`
+	// TLSListen is the IP:port for SIP over TLS; empty (default) serves no
+	// TLS. Needs TLSCert and TLSKey. Port 0 picks a free port (tests).
+	TLSListen string `yaml:"tls_listen"`
+	// TLSCert is the PEM certificate chain file for TLSListen.
+	TLSCert string `yaml:"tls_cert"`
+	// TLSKey is the PEM private key file for TLSCert.
+	TLSKey string `yaml:"tls_key"`
+	// TLSCA is a PEM file of CA certificates trusted for sips: targets
+	// (recorders, routes). Default: the system roots.
+	TLSCA string `yaml:"tls_ca"`
+	// Auth is SIP digest authentication (digest.go).
+	Auth AuthConfig `yaml:"auth"`
+	// Limits caps calls and request rates (limits.go).
+	Limits LimitsConfig `yaml:"limits"`
 }
 
 // Defaults fills unset fields.
@@ -60,6 +74,8 @@ func (c *Config) Defaults() {
 	if c.DefaultExpires == 0 {
 		c.DefaultExpires = bridge.Duration(3600 * time.Second)
 	}
+	c.Auth.Defaults()
+	c.Limits.Defaults()
 	if c.Domain == "" {
 		if ap, err := netip.ParseAddrPort(c.Listen); err == nil {
 			c.Domain = ap.Addr().String()
@@ -105,7 +121,13 @@ func (c *Config) Validate() error {
 	if c.DefaultExpires < c.MinExpires || time.Duration(c.DefaultExpires)%time.Second != 0 {
 		return fmt.Errorf("sip.default_expires: %s must be whole seconds and at least sip.min_expires", time.Duration(c.DefaultExpires))
 	}
-	return nil
+	if err := c.validTLS(); err != nil {
+		return err
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return err
+	}
+	return c.Limits.Validate()
 }
 
 // Route is a static route (top-level YAML key `routes`, tried in order
@@ -167,8 +189,8 @@ func compileRoute(r Route) (route, error) {
 	if err := sipmsg.ParseUri(strings.ReplaceAll(r.Target, "${user}", "user"), &u); err != nil || u.Host == "" {
 		return out, fmt.Errorf("target: %q is not a SIP URI", r.Target)
 	}
-	if s := strings.ToLower(u.Scheme); s != "sip" {
-		return out, fmt.Errorf("target: %q: only sip: URIs are supported", r.Target)
+	if s := strings.ToLower(u.Scheme); s != "sip" && s != "sips" {
+		return out, fmt.Errorf("target: %q: only sip: and sips: URIs are supported", r.Target)
 	}
 	return out, nil
 }

@@ -24,6 +24,12 @@ var (
 	// ErrMediaAddress: the connection address is not an IP literal of a
 	// family bib can reach.
 	ErrMediaAddress = errors.New("unsupported media address")
+
+	// ErrMonitorAnswer: the supervisor's phone did not take a monitoring
+	// call bib placed (declined, unreachable, or answered unusably).
+	ErrMonitorAnswer = errors.New("supervisor did not take the monitoring call")
+	// ErrMonitorTarget: the supervisor's address is not a SIP URI.
+	ErrMonitorTarget = errors.New("bad supervisor address")
 )
 
 // StatusError is an error that knows the SIP response it should become. It

@@ -48,6 +48,17 @@ type Server struct {
 	// rejects the call: a *StatusError with its code and Warning, any other
 	// error as 403 with the error text as Warning.
 	Authorize func(req *InviteInfo) error
+	// OnRefused is called for every REGISTER or new INVITE bib refused
+	// (authentication, rate and call limits, any final failure to a new
+	// INVITE), e.g. to write an audit trail. It must not block. Set before
+	// Serve.
+	OnRefused func(Refusal)
+	// OnMonitor is called for every authenticated monitoring INVITE (a
+	// Request-URI user starting with sip.monitor_prefix, whisper- or
+	// barge-; monitor.go). It decides and returns the supervisor leg's
+	// media, or an error that refuses the INVITE like Authorize's. Nil:
+	// monitoring INVITEs are refused. Set before Serve.
+	OnMonitor func(ctx context.Context, req *MonitorRequest) (MonitorMedia, error)
 
 	cfg      Config
 	routes   []route
@@ -74,6 +85,9 @@ type Server struct {
 
 	malformed atomic.Uint64
 	rejected  atomic.Uint64
+	forks     sync.Map  // SIP Call-ID -> *forkDialog (recording forks, fork.go)
+	sec       *security // digest auth, limits, TLS (admit.go, tls.go)
+	mons      monitorSet // supervisors' monitoring dialogs (monitor.go)
 
 	serveWG sync.WaitGroup
 	callWG  sync.WaitGroup
@@ -115,10 +129,14 @@ func New(cfg Config, routes []Route, eng *bridge.Engine, log *slog.Logger, opts 
 	if s.stackLog == nil {
 		s.stackLog = log.With("component", "sipgo")
 	}
+	if err := s.initSecurity(); err != nil {
+		return nil, err
+	}
 	s.reg = newRegistrar(s.now)
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(cfg.UserAgent),
 		sipgo.WithUserAgentHostname(cfg.Domain),
+		sipgo.WithUserAgenTLSConfig(s.sec.tlsConf),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sipmsg.WithTransportLayerLogger(s.stackLog),
 			sipmsg.WithTransportLayerReadFilter(s.readFilter),
@@ -179,6 +197,10 @@ func (s *Server) Listen(ctx context.Context) error {
 			}
 		}
 	}
+	if err := s.listenTLS(ctx); err != nil {
+		s.closeListeners()
+		return err
+	}
 	host := ap.Addr().String()
 	var err error
 	s.cli, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(host), sipgo.WithClientLogger(s.stackLog))
@@ -188,9 +210,9 @@ func (s *Server) Listen(ctx context.Context) error {
 	}
 	for t, a := range s.addrs {
 		contact := sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "bib", Host: a.Addr().String(), Port: int(a.Port())}}
-		if t == "tcp" {
+		if t != "udp" {
 			contact.Address.UriParams = sipmsg.NewParams()
-			contact.Address.UriParams.Add("transport", "tcp")
+			contact.Address.UriParams.Add("transport", t)
 		}
 		s.duas[strings.ToUpper(t)] = &sipgo.DialogUA{Client: s.cli, ContactHDR: contact}
 	}
@@ -204,6 +226,7 @@ func (s *Server) closeListeners() {
 	if s.tcp != nil {
 		s.tcp.Close()
 	}
+	s.closeTLS()
 }
 
 // Addr returns the bound address of a transport ("udp" or "tcp"); the zero
@@ -218,7 +241,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.cli == nil {
 		return errors.New("sip: Serve before Listen")
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	if s.udp != nil {
 		s.serveWG.Add(1)
 		go func() { defer s.serveWG.Done(); errc <- s.srv.ServeUDP(s.udp) }()
@@ -226,6 +249,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.tcp != nil {
 		s.serveWG.Add(1)
 		go func() { defer s.serveWG.Done(); errc <- s.srv.ServeTCP(s.tcp) }()
+	}
+	if s.sec.tlsLn != nil {
+		s.serveWG.Add(1)
+		go func() { defer s.serveWG.Done(); errc <- s.serveTLS() }()
 	}
 	s.log.Info("sip listening", "udp", s.addrs["udp"].String(), "tcp", s.addrs["tcp"].String())
 	var err error
@@ -279,6 +306,7 @@ func (s *Server) Close() error {
 		for _, c := range calls {
 			c.abort("server closed")
 		}
+		s.closeMonitors()
 		s.closeListeners()
 		s.serveWG.Wait()
 		s.ua.Close()
@@ -374,6 +402,7 @@ func (s *Server) bindCallID(callID string, c *call, side bridge.Side) {
 }
 
 func (s *Server) unregister(c *call) {
+	s.releaseCall(c.legs[bridge.SideA].callID)
 	s.mu.Lock()
 	delete(s.calls, c.id)
 	for _, l := range c.legs {
@@ -438,6 +467,9 @@ func (s *Server) onCancel(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 func (s *Server) onRegister(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	if !s.admitRegister(req, tx) {
+		return // refused or challenged (admit.go)
+	}
 	minExp := int(time.Duration(s.cfg.MinExpires) / time.Second)
 	defExp := int(time.Duration(s.cfg.DefaultExpires) / time.Second)
 	r := s.reg.apply(req, minExp, defExp)

@@ -21,7 +21,9 @@ import (
 // an SQLite index at dir/index.db.
 type DirStore struct {
 	dir    string
-	fs     FS
+	fs     FS        // new recordings are written through it
+	plain  FS        // recordings stored in clear are read through it
+	sealed *SealedFS // encrypted recordings are read through it (ciphertext)
 	idx    *index
 	now    func() time.Time
 	log    *slog.Logger
@@ -45,6 +47,8 @@ func WithLogger(l *slog.Logger) DirOption { return func(s *DirStore) { s.log = l
 const (
 	partSuffix    = ".part"
 	reasonCrashed = "bib stopped before the recording was finalized; repaired at start-up"
+	reasonSealed  = "bib stopped before the recording was finalized; the encrypted file was kept as it was " +
+		"(the server does not hold the key): it has no final chunk, and its WAV header sizes are fixed when it is decrypted"
 )
 
 // OpenDir opens (creating if needed) the archive under dir.
@@ -52,6 +56,13 @@ func OpenDir(dir string, opts ...DirOption) (*DirStore, error) {
 	s := &DirStore{dir: dir, fs: OSFS{}, now: time.Now, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(s)
+	}
+	// Every archive can hold both kinds (encryption switched on or off
+	// later): each recording says which, and is read through its own layout.
+	if sf, ok := s.fs.(*SealedFS); ok {
+		s.plain, s.sealed = sf.Base, sf
+	} else {
+		s.plain, s.sealed = s.fs, &SealedFS{Base: s.fs}
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "recordings"), 0o750); err != nil {
 		return nil, fmt.Errorf("open archive %s: %w", dir, err)
@@ -76,6 +87,53 @@ func (s *DirStore) Close() error {
 }
 
 func (s *DirStore) abs(rel string) string { return filepath.Join(s.dir, filepath.FromSlash(rel)) }
+
+// encrypts reports whether new recordings are encrypted.
+func (s *DirStore) encrypts() bool { return s.fs == FS(s.sealed) }
+
+// fsOf returns the FS a recording's files are stored through: the sealed
+// layout (NAME.enc + NAME.esk, read as ciphertext) for an encrypted one,
+// the plain one otherwise, whatever new recordings use.
+func (s *DirStore) fsOf(encrypted bool) FS {
+	if encrypted {
+		return s.sealed
+	}
+	return s.plain
+}
+
+// namer is an FS that stores a logical file under other names on disk
+// (SealedFS: NAME.enc + NAME.esk). DirStore asks it instead of assuming a
+// file is on disk under its own name.
+type namer interface {
+	// DiskNames returns the on-disk names of a logical file, data first.
+	DiskNames(name string) []string
+	// LogicalName maps an on-disk name back to its logical file.
+	LogicalName(disk string) (string, bool)
+}
+
+func diskNames(fsys FS, name string) []string {
+	if n, ok := fsys.(namer); ok {
+		return n.DiskNames(name)
+	}
+	return []string{name}
+}
+
+func logicalName(fsys FS, disk string) (string, bool) {
+	if n, ok := fsys.(namer); ok {
+		return n.LogicalName(disk)
+	}
+	return disk, true
+}
+
+// exists reports whether the logical file name is there (its data file).
+func exists(fsys FS, name string) bool {
+	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	_ = f.Close()
+	return true
+}
 
 // trackRel returns the relative path of a recording's track ("" = main).
 func trackRel(mainRel, track string) string {
@@ -113,6 +171,7 @@ func (s *DirStore) Create(ctx context.Context, m Meta) (Blob, error) {
 	if m.Status == "" {
 		m.Status = StatusRecording
 	}
+	m.Encrypted = s.encrypts()
 	day := idTime(m.ID)
 	rel := fmt.Sprintf("recordings/%04d/%02d/%02d/%s.wav", day.Year(), day.Month(), day.Day(), m.ID)
 	if err := os.MkdirAll(filepath.Dir(s.abs(rel)), 0o750); err != nil {
@@ -130,21 +189,23 @@ func (s *DirStore) Create(ctx context.Context, m Meta) (Blob, error) {
 	if err := s.idx.insert(ctx, m, rel); err != nil {
 		f.Close()
 		_ = s.fs.Remove(s.abs(rel) + partSuffix)
-		_ = os.Remove(s.abs(sidecarRel(rel)))
+		_ = s.fs.Remove(s.abs(sidecarRel(rel)))
 		return nil, err
 	}
-	return &dirBlob{File: f, st: s, id: m.ID, rel: rel}, nil
+	return &dirBlob{File: f, st: s, fs: s.fs, id: m.ID, rel: rel, encrypted: m.Encrypted}, nil
 }
 
-// writeSidecar writes meta next to the audio, atomically (temp + rename).
+// writeSidecar writes meta next to the audio, atomically (temp + rename),
+// encrypted if the recording is.
 func (s *DirStore) writeSidecar(rel string, m Meta) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
+	fsys := s.fsOf(m.Encrypted)
 	p := s.abs(sidecarRel(rel))
 	tmp := p + ".tmp"
-	f, err := s.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return fmt.Errorf("write metadata: %w", err)
 	}
@@ -156,18 +217,28 @@ func (s *DirStore) writeSidecar(rel string, m Meta) error {
 		err = cerr
 	}
 	if err == nil {
-		err = s.fs.Rename(tmp, p)
+		err = fsys.Rename(tmp, p)
 	}
 	if err != nil {
-		_ = s.fs.Remove(tmp)
+		_ = fsys.Remove(tmp)
 		return fmt.Errorf("write metadata: %w", err)
 	}
 	return nil
 }
 
-func (s *DirStore) readSidecar(rel string) (Meta, error) {
+// readSidecar reads a recording's metadata sidecar. The sidecar of an
+// encrypted recording cannot be read here (ErrSealed).
+func (s *DirStore) readSidecar(rel string, encrypted bool) (Meta, error) {
 	var m Meta
-	b, err := os.ReadFile(s.abs(sidecarRel(rel)))
+	if encrypted {
+		return m, ErrSealed
+	}
+	f, err := s.plain.OpenFile(s.abs(sidecarRel(rel)), os.O_RDONLY, 0)
+	if err != nil {
+		return m, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
 	if err != nil {
 		return m, err
 	}
@@ -226,11 +297,75 @@ func (s *DirStore) Open(ctx context.Context, id, track string) (io.ReadSeekClose
 	if track != "" && !hasTrack(m, track) {
 		return nil, m, fmt.Errorf("%s track %q: %w", id, track, ErrNotFound)
 	}
-	f, err := s.fs.OpenFile(s.abs(trackRel(rel, track)), os.O_RDONLY, 0)
+	f, err := s.fsOf(m.Encrypted).OpenFile(s.abs(trackRel(rel, track)), os.O_RDONLY, 0)
 	if err != nil {
 		return nil, m, fmt.Errorf("open %s: %w", id, err)
 	}
 	return f, m, nil
+}
+
+// Key returns the wrapped content key (the .esk) of an encrypted
+// recording's audio file (track "" is the main file): with the private key,
+// it opens what Open returns. ErrNotEncrypted for a recording in clear.
+func (s *DirStore) Key(ctx context.Context, id, track string) ([]byte, Meta, error) {
+	if !ValidID(id) {
+		return nil, Meta{}, fmt.Errorf("%q: %w", id, ErrInvalidID)
+	}
+	if track != "" && !validTrack(track) {
+		return nil, Meta{}, fmt.Errorf("%q: %w", track, ErrInvalidTrack)
+	}
+	if s.closed.Load() {
+		return nil, Meta{}, ErrClosed
+	}
+	m, rel, err := s.idx.get(ctx, id)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	if !m.Encrypted {
+		return nil, m, fmt.Errorf("%s: %w", id, ErrNotEncrypted)
+	}
+	if m.Status != StatusComplete && m.Status != StatusInterrupted {
+		return nil, m, fmt.Errorf("%s is %s: %w", id, m.Status, ErrNoAudio)
+	}
+	if track != "" && !hasTrack(m, track) {
+		return nil, m, fmt.Errorf("%s track %q: %w", id, track, ErrNotFound)
+	}
+	b, err := s.sealed.ReadKey(s.abs(trackRel(rel, track)))
+	if err != nil {
+		return nil, m, fmt.Errorf("key of %s: %w", id, err)
+	}
+	return b, m, nil
+}
+
+// Sidecar returns a recording's stored metadata sidecar: the JSON, or for
+// an encrypted recording its ciphertext and wrapped key (the full metadata,
+// of which the index keeps only a part).
+func (s *DirStore) Sidecar(ctx context.Context, id string) (data, esk []byte, err error) {
+	if !ValidID(id) {
+		return nil, nil, fmt.Errorf("%q: %w", id, ErrInvalidID)
+	}
+	if s.closed.Load() {
+		return nil, nil, ErrClosed
+	}
+	m, rel, err := s.idx.get(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := s.abs(sidecarRel(rel))
+	f, err := s.fsOf(m.Encrypted).OpenFile(p, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metadata of %s: %w", id, err)
+	}
+	defer f.Close()
+	if data, err = io.ReadAll(io.LimitReader(f, 16<<20)); err != nil {
+		return nil, nil, fmt.Errorf("metadata of %s: %w", id, err)
+	}
+	if m.Encrypted {
+		if esk, err = s.sealed.ReadKey(p); err != nil {
+			return nil, nil, fmt.Errorf("metadata key of %s: %w", id, err)
+		}
+	}
+	return data, esk, nil
 }
 
 func hasTrack(m Meta, name string) bool {
@@ -255,7 +390,7 @@ func (s *DirStore) Update(ctx context.Context, m Meta) error {
 	if err != nil {
 		return err
 	}
-	m.SizeBytes, m.SHA256, m.Tracks = old.SizeBytes, old.SHA256, old.Tracks
+	m.SizeBytes, m.SHA256, m.Tracks, m.Encrypted = old.SizeBytes, old.SHA256, old.Tracks, old.Encrypted
 	return s.save(ctx, rel, m)
 }
 
@@ -280,6 +415,15 @@ func hashPath(fsys FS, p string) (int64, string, error) {
 	}
 	sum, err := hashFile(f, fi.Size())
 	return fi.Size(), sum, err
+}
+
+// errorsText shortens a path error to its cause.
+func errorsText(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // syncDir makes renames in dir durable.
@@ -312,7 +456,15 @@ func (s *DirStore) Repair(ctx context.Context, fix Fixer) ([]Meta, error) {
 			m.Status, m.Reason = StatusFailed, "repair: "+err.Error()
 			s.log.Error("repair recording failed", "recording_id", m.ID, "err", err)
 		}
-		if err := s.save(ctx, r.path, m); err != nil {
+		// The sidecar of an encrypted recording cannot be read here, and the
+		// index holds only part of it: keep the sidecar as the recorder last
+		// wrote it, update the index only.
+		if m.Encrypted {
+			if err := s.idx.update(ctx, m); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		} else if err := s.save(ctx, r.path, m); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -323,8 +475,8 @@ func (s *DirStore) Repair(ctx context.Context, fix Fixer) ([]Meta, error) {
 
 // finishedStatus is what a file found already published (renamed) at Repair
 // is marked: complete if its sidecar says so, else interrupted.
-func (s *DirStore) finishedStatus(rel string) (Status, string) {
-	if sc, err := s.readSidecar(rel); err == nil && sc.Status == StatusComplete {
+func (s *DirStore) finishedStatus(r row) (Status, string) {
+	if sc, err := s.readSidecar(r.path, r.meta.Encrypted); err == nil && sc.Status == StatusComplete {
 		return StatusComplete, ""
 	}
 	return StatusInterrupted, reasonCrashed
@@ -332,8 +484,9 @@ func (s *DirStore) finishedStatus(rel string) (Status, string) {
 
 func (s *DirStore) repairOne(r row, fix Fixer) (Meta, error) {
 	m := r.meta
-	m.Status, m.Reason = s.finishedStatus(r.path)
-	tracks, err := s.partTracks(r.path)
+	fsys := s.fsOf(m.Encrypted)
+	m.Status, m.Reason = s.finishedStatus(r)
+	tracks, err := s.partTracks(fsys, r.path)
 	if err != nil {
 		return m, err
 	}
@@ -341,18 +494,22 @@ func (s *DirStore) repairOne(r row, fix Fixer) (Meta, error) {
 	for _, track := range append([]string{""}, tracks...) {
 		final := s.abs(trackRel(r.path, track))
 		part := final + partSuffix
-		if _, err := os.Stat(part); err == nil {
+		if exists(fsys, part) {
 			m.Status, m.Reason = StatusInterrupted, reasonCrashed
-			if err := s.fixPart(part, final, fix, &m, track == ""); err != nil {
+			sealed, err := s.fixPart(fsys, part, final, fix, &m, track == "")
+			if err != nil {
 				return m, err
 			}
-		} else if _, err := os.Stat(final); err != nil {
+			if sealed {
+				m.Reason = reasonSealed
+			}
+		} else if !exists(fsys, final) {
 			if track == "" {
 				return m, errors.New("no audio file found")
 			}
 			continue
 		}
-		size, sum, err := hashPath(s.fs, final)
+		size, sum, err := hashPath(fsys, final)
 		if err != nil {
 			return m, err
 		}
@@ -369,16 +526,34 @@ func (s *DirStore) repairOne(r row, fix Fixer) (Meta, error) {
 }
 
 // fixPart repairs one partial file and publishes it under its final name.
-// Only the main file's repair may change the metadata.
-func (s *DirStore) fixPart(part, final string, fix Fixer, m *Meta, main bool) error {
-	f, err := s.fs.OpenFile(part, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
+// Only the main file's repair may change the metadata. A file the FS cannot
+// reopen for writing (encrypted: the key is not kept) is published as it is
+// (sealed true); fix then sees a read-only view whose Stat gives the
+// plaintext size, and may only derive metadata from it.
+func (s *DirStore) fixPart(fsys FS, part, final string, fix Fixer, m *Meta, main bool) (sealed bool, err error) {
 	scratch := *m
 	target := &scratch
 	if main {
 		target = m
+	}
+	f, err := fsys.OpenFile(part, os.O_RDWR, 0)
+	if errors.Is(err, ErrSealed) {
+		sf, ok := fsys.(*SealedFS)
+		if !ok {
+			return true, err
+		}
+		v, err := sf.openView(part)
+		if err != nil {
+			return true, err
+		}
+		if err := fix(v, target); err != nil {
+			s.log.Warn("encrypted recording kept as it was; its metadata could not be derived", "file", part, "err", err)
+		}
+		_ = v.Close()
+		return true, fsys.Rename(part, final)
+	}
+	if err != nil {
+		return false, err
 	}
 	err = fix(f, target)
 	if err == nil {
@@ -388,14 +563,14 @@ func (s *DirStore) fixPart(part, final string, fix Fixer, m *Meta, main bool) er
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	return s.fs.Rename(part, final)
+	return false, fsys.Rename(part, final)
 }
 
 // partTracks lists the extra tracks present (partial or final) for a
 // recording, found by name next to its main file.
-func (s *DirStore) partTracks(rel string) ([]string, error) {
+func (s *DirStore) partTracks(fsys FS, rel string) ([]string, error) {
 	dir := filepath.Dir(s.abs(rel))
 	base := strings.TrimSuffix(filepath.Base(rel), ".wav") + "."
 	ents, err := os.ReadDir(dir)
@@ -405,7 +580,11 @@ func (s *DirStore) partTracks(rel string) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
 	for _, e := range ents {
-		name := strings.TrimSuffix(e.Name(), partSuffix)
+		name, ok := logicalName(fsys, e.Name())
+		if !ok {
+			continue
+		}
+		name = strings.TrimSuffix(name, partSuffix)
 		if !strings.HasPrefix(name, base) || !strings.HasSuffix(name, ".wav") {
 			continue
 		}
@@ -428,9 +607,15 @@ func (s *DirStore) Verify(ctx context.Context) ([]Problem, error) {
 		return nil, err
 	}
 	var probs []Problem
-	check := func(id, rel string, size int64, sum string) {
+	check := func(id string, encrypted bool, rel string, size int64, sum string) {
+		fsys := s.fsOf(encrypted)
 		p := s.abs(rel)
-		gotSize, gotSum, err := hashPath(s.fs, p)
+		for _, n := range diskNames(fsys, p)[1:] { // an encrypted file's key
+			if _, err := os.Stat(n); err != nil {
+				probs = append(probs, Problem{ID: id, Path: rel, Kind: "missing", Detail: fmt.Sprintf("%s: %v", filepath.Base(n), errorsText(err))})
+			}
+		}
+		gotSize, gotSum, err := hashPath(fsys, p)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			probs = append(probs, Problem{ID: id, Path: rel, Kind: "missing", Detail: "file not found"})
@@ -446,9 +631,9 @@ func (s *DirStore) Verify(ctx context.Context) ([]Problem, error) {
 		if err := ctx.Err(); err != nil {
 			return probs, err
 		}
-		check(r.meta.ID, r.path, r.meta.SizeBytes, r.meta.SHA256)
+		check(r.meta.ID, r.meta.Encrypted, r.path, r.meta.SizeBytes, r.meta.SHA256)
 		for _, t := range r.meta.Tracks {
-			check(r.meta.ID, trackRel(r.path, t.Name), t.SizeBytes, t.SHA256)
+			check(r.meta.ID, r.meta.Encrypted, trackRel(r.path, t.Name), t.SizeBytes, t.SHA256)
 		}
 	}
 	known, err := s.idx.all(ctx)
@@ -461,6 +646,9 @@ func (s *DirStore) Verify(ctx context.Context) ([]Problem, error) {
 			return err
 		}
 		name := d.Name()
+		if n, ok := s.sealed.LogicalName(name); ok { // NAME.enc, NAME.esk
+			name = n
+		}
 		if !strings.HasSuffix(name, ".wav") && !strings.HasSuffix(name, ".wav"+partSuffix) {
 			return nil
 		}
@@ -477,11 +665,13 @@ func (s *DirStore) Verify(ctx context.Context) ([]Problem, error) {
 // dirBlob is a DirStore recording being written.
 type dirBlob struct {
 	File
-	st     *DirStore
-	id     string
-	rel    string
-	extras []extraFile
-	done   bool
+	st        *DirStore
+	fs        FS // what the files are written through
+	id        string
+	rel       string
+	encrypted bool
+	extras    []extraFile
+	done      bool
 }
 
 type extraFile struct {
@@ -498,7 +688,7 @@ func (b *dirBlob) Extra(name string) (File, error) {
 	if !validTrack(name) {
 		return nil, fmt.Errorf("%q: %w", name, ErrInvalidTrack)
 	}
-	f, err := b.st.fs.OpenFile(b.st.abs(trackRel(b.rel, name))+partSuffix, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := b.fs.OpenFile(b.st.abs(trackRel(b.rel, name))+partSuffix, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("create track %s of %s: %w", name, b.id, err)
 	}
@@ -518,10 +708,10 @@ func (b *dirBlob) publish(f File, track string) (int64, string, error) {
 		return 0, "", err
 	}
 	final := b.st.abs(trackRel(b.rel, track))
-	if err := b.st.fs.Rename(final+partSuffix, final); err != nil {
+	if err := b.fs.Rename(final+partSuffix, final); err != nil {
 		return 0, "", err
 	}
-	return hashPath(b.st.fs, final)
+	return hashPath(b.fs, final)
 }
 
 func (b *dirBlob) Commit(ctx context.Context, m Meta) error {
@@ -529,7 +719,7 @@ func (b *dirBlob) Commit(ctx context.Context, m Meta) error {
 		return ErrFinished
 	}
 	b.done = true
-	m.ID = b.id
+	m.ID, m.Encrypted = b.id, b.encrypted
 	if m.Status == "" || m.Status == StatusRecording {
 		m.Status = StatusComplete
 	}
@@ -555,6 +745,7 @@ func (b *dirBlob) Commit(ctx context.Context, m Meta) error {
 
 // fail records a commit that could not complete and returns err.
 func (b *dirBlob) fail(ctx context.Context, m Meta, err error) error {
+	m.Encrypted = b.encrypted
 	m.Status, m.Reason = StatusFailed, err.Error()
 	m.SizeBytes, m.SHA256, m.Tracks = 0, "", nil
 	return errors.Join(err, b.st.save(ctx, b.rel, m))
@@ -572,11 +763,11 @@ func (b *dirBlob) Abort(ctx context.Context, m Meta, reason string) error {
 		return ErrFinished
 	}
 	b.done = true
-	m.ID = b.id
+	m.ID, m.Encrypted = b.id, b.encrypted
 	b.closeAll()
 	var errs []error
 	for _, track := range append([]string{""}, b.extraNames()...) {
-		if err := b.st.fs.Remove(b.st.abs(trackRel(b.rel, track)) + partSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := b.fs.Remove(b.st.abs(trackRel(b.rel, track)) + partSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}

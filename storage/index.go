@@ -14,8 +14,28 @@ import (
 )
 
 // index is the SQLite catalogue of a DirStore. The metadata JSON is the
-// record; the other columns exist to filter and sort.
+// record; the other columns exist to filter and sort. For an encrypted
+// recording the JSON is indexMeta's subset: nothing the encrypted sidecar
+// protects is kept in clear.
 type index struct{ db *sql.DB }
+
+// indexMeta is what the index keeps of an encrypted recording: ids, times,
+// lines, devices and directory numbers (search), status, format and
+// duration (listing), and the ciphertext sizes and hashes (Verify). Display
+// names, per-direction statistics, events (DTMF), codecs, leg ids and the
+// gate verdict stay in the encrypted sidecar only.
+func indexMeta(m Meta) Meta {
+	if !m.Encrypted {
+		return m
+	}
+	party := func(p Party) Party { return Party{Side: p.Side, Device: p.Device, Line: p.Line, Addr: p.Addr} }
+	return Meta{
+		ID: m.ID, CallID: m.CallID, Near: party(m.Near), Far: party(m.Far),
+		StartTime: m.StartTime, AnswerTime: m.AnswerTime, EndTime: m.EndTime, DurationMS: m.DurationMS,
+		SampleRate: m.SampleRate, Channels: m.Channels, Status: m.Status, Reason: m.Reason,
+		SizeBytes: m.SizeBytes, SHA256: m.SHA256, Tracks: m.Tracks, Encrypted: true,
+	}
+}
 
 const schema = `
 CREATE TABLE IF NOT EXISTS recordings (
@@ -63,7 +83,7 @@ func startNS(m Meta) int64 {
 }
 
 func (x *index) insert(ctx context.Context, m Meta, path string) error {
-	b, err := json.Marshal(m)
+	b, err := json.Marshal(indexMeta(m))
 	if err != nil {
 		return err
 	}
@@ -79,7 +99,7 @@ func (x *index) insert(ctx context.Context, m Meta, path string) error {
 }
 
 func (x *index) update(ctx context.Context, m Meta) error {
-	b, err := json.Marshal(m)
+	b, err := json.Marshal(indexMeta(m))
 	if err != nil {
 		return err
 	}

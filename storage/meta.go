@@ -92,6 +92,11 @@ type Meta struct {
 	SizeBytes   int64           `json:"size_bytes"`
 	SHA256      string          `json:"sha256,omitempty"`
 	Tracks      []Track         `json:"tracks,omitempty"`
+	// Encrypted: the files are stored encrypted at rest (NAME.enc +
+	// NAME.esk); size_bytes and sha256 are the ciphertext's. The index (and
+	// so the API without the private key) then keeps only the fields search
+	// needs; the full metadata is in the encrypted sidecar.
+	Encrypted bool `json:"encrypted,omitempty"`
 }
 
 // Query selects recordings for List. Zero fields do not filter.

@@ -57,6 +57,8 @@ var (
 	ErrKeyFile = errors.New("unusable key file")
 	// ErrBadESK: a .esk file that cannot be parsed or unwrapped.
 	ErrBadESK = errors.New("invalid key file (.esk)")
+	// ErrNotEncrypted: a recording stored in clear has no key file.
+	ErrNotEncrypted = errors.New("recording is not encrypted")
 )
 
 const (
@@ -351,11 +353,16 @@ type SealedReader struct {
 	size   int64
 	pos    int64
 
-	cur  int // index in chunks of the decrypted chunk in buf, -1 none
-	buf  []byte
-	rec  []byte
-	aad  [sealAADLen]byte
-	hbuf [sealNonceLen + 4]byte
+	cur int // index in chunks of the decrypted chunk in buf, -1 none
+	// lastFinal: the last chunk is sealed as final (false only for a file
+	// opened by RecoverSealed whose end is missing).
+	lastFinal bool
+	truncated bool
+	dropped   int64 // ciphertext bytes after the last whole chunk
+	buf       []byte
+	rec       []byte
+	aad       [sealAADLen]byte
+	hbuf      [sealNonceLen + 4]byte
 }
 
 // ReadSealedHeader returns the file id of a sealed file (to match it with its
@@ -380,6 +387,21 @@ func ReadSealedHeader(src io.ReaderAt) (id [sealIDLen]byte, err error) {
 
 // OpenSealed opens the sealed file src of size bytes with its content key.
 func OpenSealed(src io.ReaderAt, size int64, key []byte) (*SealedReader, error) {
+	return openSealed(src, size, key, false)
+}
+
+// RecoverSealed opens a sealed file whose writer may have died before
+// sealing the final chunk (a crash). A complete file opens as with
+// OpenSealed. Otherwise the plaintext is the chunks that reached the disk
+// whole, each authenticated as a non-final chunk, and Truncated reports it;
+// a partial chunk record at the end (shorter than one chunk) is dropped
+// unread. Any chunk that is whole but does not authenticate is still
+// ErrTampered: only a missing end is tolerated.
+func RecoverSealed(src io.ReaderAt, size int64, key []byte) (*SealedReader, error) {
+	return openSealed(src, size, key, true)
+}
+
+func openSealed(src io.ReaderAt, size int64, key []byte, recover bool) (*SealedReader, error) {
 	aead, err := newAEAD(key)
 	if err != nil {
 		return nil, err
@@ -393,61 +415,119 @@ func OpenSealed(src io.ReaderAt, size int64, key []byte) (*SealedReader, error) 
 		return nil, err
 	}
 	copy(r.aad[:], r.hdr[:])
-	r.headSz = int(binary.BigEndian.Uint32(r.hdr[8:]))
-	dataMax := int(binary.BigEndian.Uint32(r.hdr[12:]))
-	if r.headSz <= 0 || r.headSz > 4096 || dataMax <= 0 || dataMax > sealMaxDataChunk {
-		return nil, fmt.Errorf("%w: chunk sizes %d/%d out of range", ErrNotSealed, r.headSz, dataMax)
+	var dataMax int
+	r.headSz, dataMax, err = chunkSizes(r.hdr)
+	if err != nil {
+		return nil, err
 	}
-	// Walk the chunk lengths.
-	off := int64(sealHeaderLen)
-	var pt int64
-	for i := 0; off < size; i++ {
-		if size-off < sealChunkOver {
-			return nil, fmt.Errorf("%w: partial chunk %d at offset %d", ErrTruncated, i, off)
-		}
-		var lb [4]byte
-		if _, err := src.ReadAt(lb[:], off); err != nil {
-			return nil, err
-		}
-		n := int(binary.BigEndian.Uint32(lb[:]))
-		ctLen := n
-		if i == 0 {
-			if n > r.headSz {
-				return nil, fmt.Errorf("%w: header chunk length %d", ErrTampered, n)
-			}
-			ctLen = r.headSz
-		} else if n > dataMax {
-			return nil, fmt.Errorf("%w: chunk %d length %d exceeds %d", ErrTampered, i, n, dataMax)
-		}
-		end := off + int64(sealChunkOver+ctLen)
-		if end > size {
-			return nil, fmt.Errorf("%w: chunk %d is cut short (%d of %d bytes)", ErrTruncated, i, size-off, end-off)
-		}
-		r.chunks = append(r.chunks, chunkRef{off: off, n: n, pt: pt})
-		pt += int64(n)
-		off = end
+	var end int64
+	r.chunks, r.size, end, err = walkChunks(src, size, r.headSz, dataMax)
+	if err != nil && !(recover && errors.Is(err, ErrTruncated) && size-end < int64(sealChunkOver+dataMax)) {
+		return nil, err
 	}
+	r.dropped = size - end
 	if len(r.chunks) == 0 {
 		return nil, fmt.Errorf("%w: no chunks", ErrTruncated)
 	}
-	r.size = pt
 	r.buf = make([]byte, 0, max(dataMax, r.headSz))
 	r.rec = make([]byte, sealChunkOver+max(dataMax, r.headSz))
+	r.lastFinal = true
 	// The header chunk authenticates the key; the last chunk must be final.
 	if err := r.load(0); err != nil {
 		return nil, err
 	}
 	last := len(r.chunks) - 1
 	if last == 0 {
-		return nil, fmt.Errorf("%w: no data chunk after the header chunk", ErrTruncated)
+		if !recover {
+			return nil, fmt.Errorf("%w: no data chunk after the header chunk", ErrTruncated)
+		}
+		r.lastFinal, r.truncated = false, true
+		return r, nil
 	}
 	if err := r.load(last); err != nil {
-		if errors.Is(err, ErrTampered) && r.open(last, false) == nil {
+		if !errors.Is(err, ErrTampered) || r.open(last, false) != nil {
+			return nil, err
+		}
+		if !recover {
 			return nil, fmt.Errorf("%w: it ends after chunk %d, which is not the final chunk", ErrTruncated, last)
 		}
-		return nil, err
+		r.lastFinal, r.truncated = false, true
+	}
+	if r.dropped > 0 { // a partial record after a final chunk is not a crash
+		if !r.truncated {
+			return nil, fmt.Errorf("%w: %d bytes after the final chunk", ErrTampered, r.dropped)
+		}
 	}
 	return r, nil
+}
+
+// chunkSizes reads the header-chunk and max data-chunk sizes of a header.
+func chunkSizes(hdr [sealHeaderLen]byte) (head, data int, err error) {
+	head = int(binary.BigEndian.Uint32(hdr[8:]))
+	data = int(binary.BigEndian.Uint32(hdr[12:]))
+	if head <= 0 || head > 4096 || data <= 0 || data > sealMaxDataChunk {
+		return 0, 0, fmt.Errorf("%w: chunk sizes %d/%d out of range", ErrNotSealed, head, data)
+	}
+	return head, data, nil
+}
+
+// walkChunks reads the chunk length fields (not authenticated). It returns
+// the whole chunks, the plaintext size they hold and where the last whole
+// chunk ends; an ErrTruncated error when a partial record follows them.
+func walkChunks(src io.ReaderAt, size int64, headSz, dataMax int) ([]chunkRef, int64, int64, error) {
+	var chunks []chunkRef
+	off := int64(sealHeaderLen)
+	var pt int64
+	for i := 0; off < size; i++ {
+		if size-off < sealChunkOver {
+			return chunks, pt, off, fmt.Errorf("%w: partial chunk %d at offset %d", ErrTruncated, i, off)
+		}
+		var lb [4]byte
+		if _, err := src.ReadAt(lb[:], off); err != nil {
+			return nil, 0, off, err
+		}
+		n := int(binary.BigEndian.Uint32(lb[:]))
+		ctLen := n
+		if i == 0 {
+			if n > headSz {
+				return nil, 0, off, fmt.Errorf("%w: header chunk length %d", ErrTampered, n)
+			}
+			ctLen = headSz
+		} else if n > dataMax {
+			return nil, 0, off, fmt.Errorf("%w: chunk %d length %d exceeds %d", ErrTampered, i, n, dataMax)
+		}
+		end := off + int64(sealChunkOver+ctLen)
+		if end > size {
+			return chunks, pt, off, fmt.Errorf("%w: chunk %d is cut short (%d of %d bytes)", ErrTruncated, i, size-off, end-off)
+		}
+		chunks = append(chunks, chunkRef{off: off, n: n, pt: pt})
+		pt += int64(n)
+		off = end
+	}
+	return chunks, pt, off, nil
+}
+
+// SealedSize returns the plaintext size a sealed file's chunk lengths add
+// up to, counting whole chunks only. The lengths are not authenticated (no
+// key is needed): it is an estimate for a file that cannot be decrypted
+// here, e.g. the duration of an encrypted recording repaired after a crash.
+func SealedSize(src io.ReaderAt, size int64) (int64, error) {
+	if _, err := ReadSealedHeader(src); err != nil {
+		return 0, err
+	}
+	var hdr [sealHeaderLen]byte
+	if _, err := src.ReadAt(hdr[:], 0); err != nil {
+		return 0, err
+	}
+	head, data, err := chunkSizes(hdr)
+	if err != nil {
+		return 0, err
+	}
+	_, pt, _, err := walkChunks(src, size, head, data)
+	if errors.Is(err, ErrTruncated) {
+		err = nil
+	}
+	return pt, err
 }
 
 // ID returns the file id from the header.
@@ -458,6 +538,15 @@ func (r *SealedReader) Size() int64 { return r.size }
 
 // Chunks returns the number of chunks (header chunk included).
 func (r *SealedReader) Chunks() int { return len(r.chunks) }
+
+// Truncated reports that the file has no final chunk (RecoverSealed only):
+// its writer stopped before closing it, and the plaintext is what reached
+// the disk whole.
+func (r *SealedReader) Truncated() bool { return r.truncated }
+
+// Dropped returns how many bytes of a partial chunk record at the end of a
+// truncated file were left unread.
+func (r *SealedReader) Dropped() int64 { return r.dropped }
 
 // open decrypts chunk i as final or not into r.buf.
 func (r *SealedReader) open(i int, final bool) error {
@@ -494,7 +583,7 @@ func (r *SealedReader) load(i int) error {
 	if r.cur == i {
 		return nil
 	}
-	if err := r.open(i, i > 0 && i == len(r.chunks)-1); err != nil {
+	if err := r.open(i, r.lastFinal && i > 0 && i == len(r.chunks)-1); err != nil {
 		if err != errAuth {
 			return err
 		}
@@ -663,6 +752,16 @@ func (e ESK) CheckFile(id [sealIDLen]byte) error {
 // NAME.esk and the private key: the checks in order are the .esk format, the
 // file pairing, the key fingerprint, the unwrap, then the chunks.
 func OpenSealedFile(src io.ReaderAt, size int64, esk []byte, priv *rsa.PrivateKey) (*SealedReader, error) {
+	return openSealedFile(src, size, esk, priv, false)
+}
+
+// RecoverSealedFile is OpenSealedFile for a file that may lack its final
+// chunk (see RecoverSealed).
+func RecoverSealedFile(src io.ReaderAt, size int64, esk []byte, priv *rsa.PrivateKey) (*SealedReader, error) {
+	return openSealedFile(src, size, esk, priv, true)
+}
+
+func openSealedFile(src io.ReaderAt, size int64, esk []byte, priv *rsa.PrivateKey, recover bool) (*SealedReader, error) {
 	e, err := ParseESK(esk)
 	if err != nil {
 		return nil, err
@@ -678,5 +777,5 @@ func OpenSealedFile(src io.ReaderAt, size int64, esk []byte, priv *rsa.PrivateKe
 	if err != nil {
 		return nil, err
 	}
-	return OpenSealed(src, size, key)
+	return openSealed(src, size, key, recover)
 }

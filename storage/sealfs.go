@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -23,6 +24,8 @@ const (
 // Files opened for writing accept sequential writes, rewrites of their first
 // 64 bytes (a WAV header) and of data not yet sealed, Seek, Sync (which seals
 // what was written so far, then syncs) and Close (final chunk, sync, close).
+// A rewrite of the first 64 bytes after more data was written also seals
+// what was written so far (without syncing): see Write.
 // Read, ReadAt and Truncate need the plaintext and fail with ErrSealed, as
 // does reopening an existing file for writing (the key is not kept).
 //
@@ -106,13 +109,91 @@ func (s *SealedFS) create(name string, enc File, perm fs.FileMode) (*sealedFile,
 }
 
 // Rename implements FS: NAME.esk first, then NAME.enc (the .enc appearing
-// under its new name is the commit point).
+// under its new name is the commit point). A rename that a crash cut
+// between the two (the .esk already moved) completes.
 func (s *SealedFS) Rename(oldname, newname string) error {
 	if err := s.Base.Rename(oldname+ESKSuffix, newname+ESKSuffix); err != nil {
-		return err
+		if !errors.Is(err, fs.ErrNotExist) || !s.exists(newname+ESKSuffix) {
+			return err
+		}
 	}
 	return s.Base.Rename(oldname+EncSuffix, newname+EncSuffix)
 }
+
+func (s *SealedFS) exists(name string) bool {
+	f, err := s.Base.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	_ = f.Close()
+	return true
+}
+
+// DiskNames returns the files a logical NAME is stored as: NAME.enc (the
+// data) and NAME.esk (its key).
+func (s *SealedFS) DiskNames(name string) []string {
+	return []string{name + EncSuffix, name + ESKSuffix}
+}
+
+// LogicalName maps NAME.enc or NAME.esk back to NAME.
+func (s *SealedFS) LogicalName(disk string) (string, bool) {
+	for _, suf := range []string{EncSuffix, ESKSuffix} {
+		if n, ok := strings.CutSuffix(disk, suf); ok && n != "" {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+// ReadKey returns the content of NAME.esk.
+func (s *SealedFS) ReadKey(name string) ([]byte, error) {
+	f, err := s.Base.OpenFile(name+ESKSuffix, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 64<<10))
+}
+
+// openView opens NAME read-only for a repair that cannot decrypt: Stat
+// reports the plaintext size its whole chunks declare (not authenticated),
+// every read or write fails with ErrSealed.
+func (s *SealedFS) openView(name string) (File, error) {
+	f, err := s.Base.OpenFile(name+EncSuffix, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		var pt int64
+		pt, err = SealedSize(f, fi.Size())
+		fi = sealedInfo{FileInfo: fi, size: pt}
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &sealedView{base: f, info: fi, name: name}, nil
+}
+
+// sealedView is an encrypted file opened by openView.
+type sealedView struct {
+	base File
+	info fs.FileInfo
+	name string
+}
+
+func (v *sealedView) err(op string) error { return &fs.PathError{Op: op, Path: v.name, Err: ErrSealed} }
+
+func (v *sealedView) Read([]byte) (int, error)           { return 0, v.err("read") }
+func (v *sealedView) ReadAt([]byte, int64) (int, error)  { return 0, v.err("read") }
+func (v *sealedView) Write([]byte) (int, error)          { return 0, v.err("write") }
+func (v *sealedView) WriteAt([]byte, int64) (int, error) { return 0, v.err("write") }
+func (v *sealedView) Seek(int64, int) (int64, error)     { return 0, v.err("seek") }
+func (v *sealedView) Truncate(int64) error               { return v.err("truncate") }
+func (v *sealedView) Sync() error                        { return nil }
+func (v *sealedView) Stat() (fs.FileInfo, error)         { return v.info, nil }
+func (v *sealedView) Close() error                       { return v.base.Close() }
 
 // Remove implements FS: both files; the error is the .enc's (fs.ErrNotExist
 // when there was none).
@@ -142,8 +223,33 @@ func (f *sealedFile) Read([]byte) (int, error)          { return 0, f.sealedErr(
 func (f *sealedFile) ReadAt([]byte, int64) (int, error) { return 0, f.sealedErr("read") }
 func (f *sealedFile) Truncate(int64) error              { return f.sealedErr("truncate") }
 
-func (f *sealedFile) Write(p []byte) (int, error)              { return f.w.Write(p) }
-func (f *sealedFile) WriteAt(p []byte, off int64) (int, error) { return f.w.WriteAt(p, off) }
+// Write and WriteAt treat a rewrite of the header chunk once data follows
+// it (a WAV header's sizes, which the recorder refreshes every second) as a
+// checkpoint: everything written so far is sealed to the file (no fsync),
+// so a killed process loses no more than with a file in clear, the audio
+// since the last header refresh.
+func (f *sealedFile) Write(p []byte) (int, error) {
+	pos, _ := f.w.Seek(0, io.SeekCurrent)
+	checkpoint := f.isCheckpoint(pos)
+	n, err := f.w.Write(p)
+	if err == nil && checkpoint {
+		err = f.w.Flush()
+	}
+	return n, err
+}
+
+func (f *sealedFile) WriteAt(p []byte, off int64) (int, error) {
+	checkpoint := f.isCheckpoint(off)
+	n, err := f.w.WriteAt(p, off)
+	if err == nil && checkpoint {
+		err = f.w.Flush()
+	}
+	return n, err
+}
+
+func (f *sealedFile) isCheckpoint(off int64) bool {
+	return off < sealHeadChunk && f.w.Size() > sealHeadChunk
+}
 func (f *sealedFile) Seek(off int64, whence int) (int64, error) {
 	return f.w.Seek(off, whence)
 }

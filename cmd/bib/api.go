@@ -13,6 +13,7 @@ type callView struct {
 	sip.CallInfo
 	Gate       *bridge.CallGate `json:"gate,omitempty"`
 	Recordings []recordingView  `json:"recordings,omitempty"`
+	Forks      []sip.ForkEvent  `json:"fork_events,omitempty"`
 }
 
 func (s *server) routes() *http.ServeMux {
@@ -54,6 +55,7 @@ func (s *server) routes() *http.ServeMux {
 		registerProblemReportRoutes(mux, s.cfg.ProblemReports.Dir, s.cfg.ProblemReports.MaxBytes, s.log)
 	}
 	s.registerMonitorRoutes(mux)
+	s.registerAuditRoutes(mux)
 	return mux
 }
 
@@ -63,6 +65,9 @@ func (s *server) view(ci sip.CallInfo) callView {
 		g := cs.roles.Summary()
 		v.Gate = &g
 		v.Recordings = cs.recordingViews()
+		cs.mu.Lock()
+		v.Forks = append([]sip.ForkEvent(nil), cs.events...)
+		cs.mu.Unlock()
 	}
 	return v
 }
@@ -91,6 +96,14 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	m("bib_recordings_failed_total", "counter", "Local recordings that failed (archive full or unwritable).", rm.Failed.Load())
 	m("bib_recording_write_errors_total", "counter", "Archive write errors.", rm.WriteErrors.Load())
 	m("bib_recording_overflow_packets_total", "counter", "Packets dropped by full recorder queues (written as gaps).", rm.Overflow.Load())
+	fm := &s.forkMetrics
+	m("bib_fork_attempts_total", "counter", "Recording fork sessions tried (INVITEs to recorders).", fm.Attempts.Load())
+	m("bib_fork_started_total", "counter", "Recording fork sets established.", fm.Started.Load())
+	m("bib_fork_failures_total", "counter", "Recorder destinations that refused, failed or timed out.", fm.Failures.Load())
+	m("bib_fork_failovers_total", "counter", "Switches to the next recorder destination.", fm.Failovers.Load())
+	m("bib_fork_lost_total", "counter", "Established forks whose recorder stopped answering.", fm.Lost.Load())
+	m("bib_fork_codec_rejected_total", "counter", "Forks ended with Q.850 cause 47 (recorder cannot take the codec).", fm.CodecRejected.Load())
+	m("bib_fork_exhausted_total", "counter", "Fork sets for which no recorder destination was left.", fm.Exhausted.Load())
 	fmt.Fprintf(w, "# HELP bib_rtp_dropped_total Datagrams dropped at a call leg, by reason.\n# TYPE bib_rtp_dropped_total counter\n")
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"source\"} %d\n", k.DroppedSource)
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"malformed\"} %d\n", k.Malformed)
@@ -98,4 +111,5 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"no_destination\"} %d\n", k.NoDestination)
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"send_error\"} %d\n", k.SendErrors)
 	s.writeMonitorMetrics(w)
+	s.writeSecurityMetrics(w)
 }

@@ -1,16 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bib-project/bib/recorder"
 	"github.com/bib-project/bib/storage"
 )
 
@@ -23,7 +29,7 @@ func recordingsServer(t *testing.T) (*httptest.Server, []storage.Meta) {
 	}
 	t.Cleanup(func() { st.Close() })
 	mux := http.NewServeMux()
-	registerRecordingRoutes(mux, st, slog.New(slog.DiscardHandler))
+	registerRecordingRoutes(mux, st, nil, slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv, recs
@@ -108,5 +114,165 @@ func TestAPIRecordingGetAndAudio(t *testing.T) {
 	if resp.StatusCode != http.StatusPartialContent || string(part) != string(full[1000:2000]) ||
 		resp.Header.Get("Content-Range") != "bytes 1000-1999/32044" {
 		t.Fatalf("range: %d %d bytes %v", resp.StatusCode, len(part), resp.Header)
+	}
+}
+
+// seedEncryptedArchive writes, encrypted for pki's cert.pem, one complete
+// recording (2 s) and one that a crash interrupted after 1 s (repaired at
+// the next open), next to a recording in clear from before encryption was
+// switched on. It returns the directory, the ids (complete, interrupted,
+// clear) and the plaintext WAVs of the first two as they should decrypt.
+func seedEncryptedArchive(t *testing.T, pki testPKI) (string, [3]string, [2][]byte) {
+	t.Helper()
+	dir := t.TempDir()
+	ctx := context.Background()
+	var ids [3]string
+	plain, err := storage.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := storage.Meta{CallID: "clear", StartTime: recT0, Near: storage.Party{Device: "SEP1", Addr: "1001"}}
+	b, _ := plain.Create(ctx, m)
+	b.Write([]byte("clear bytes"))
+	if err := b.Commit(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	ids[2] = b.ID()
+	plain.Close()
+
+	rcpt, err := storage.LoadRecipient(pki.path("cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.OpenDir(dir, storage.WithFS(&storage.SealedFS{Base: storage.OSFS{}, To: rcpt}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// writeWAV writes seconds of a pattern, refreshing the header each second.
+	writeWAV := func(f io.WriteSeeker, seconds int) {
+		w, err := recorder.NewWAVWriter(f, 8000, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcm := make([]int16, 2*8000)
+		for s := range seconds {
+			for j := range pcm {
+				pcm[j] = int16((j+s)*37%2000 - 1000)
+			}
+			if err := w.Write(pcm); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var want [2][]byte
+	for i, secs := range []int{2, 1} {
+		m := storage.Meta{CallID: "enc", StartTime: recT0.Add(time.Duration(i+1) * time.Hour), SampleRate: 8000, Channels: 2,
+			Near: storage.Party{Device: "CSFAGENT1", Addr: "1001", Name: "Agent Name"}}
+		b, err := st.Create(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = b.ID()
+		writeWAV(b, secs)
+		ref, _ := os.Create(filepath.Join(t.TempDir(), "ref.wav"))
+		writeWAV(ref, secs)
+		ref.Close()
+		want[i], _ = os.ReadFile(ref.Name())
+		if i == 0 {
+			if err := b.Commit(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// i == 1: killed before Commit.
+	}
+	st.Close()
+	st, err = storage.OpenDir(dir) // a restart without the certificate
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if fixed, err := recorder.Repair(ctx, st); err != nil || len(fixed) != 1 || fixed[0].DurationMS != 1000 {
+		t.Fatalf("repair: %v %+v", err, fixed)
+	}
+	return dir, ids, want
+}
+
+func TestAPIEncryptedRecordings(t *testing.T) {
+	pki := newTestPKI(t)
+	dir, ids, want := seedEncryptedArchive(t, pki)
+	priv, err := storage.LoadPrivateKey(pki.path("key.pem"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := storage.LoadPrivateKey(pki.path("other.pem"), "")
+	st, err := storage.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	serve := func(key *rsa.PrivateKey) *httptest.Server {
+		mux := http.NewServeMux()
+		registerRecordingRoutes(mux, st, key, slog.New(slog.DiscardHandler))
+		srv := httptest.NewServer(mux)
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	noKey, withKey, wrongKey := serve(nil), serve(priv), serve(other)
+	audio := func(id string) string { return "/api/v1/recordings/" + id + "/audio" }
+
+	// Without the key: as stored.
+	var meta storage.Meta
+	_, b := getRec(t, noKey, "/api/v1/recordings/"+ids[0])
+	if json.Unmarshal(b, &meta); !meta.Encrypted || meta.Near.Name != "" {
+		t.Fatalf("metadata without key: %s", b)
+	}
+	resp, enc := getRec(t, noKey, audio(ids[0]))
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/octet-stream" || resp.Header.Get("X-Bib-Encryption") != "stored" ||
+		!strings.Contains(resp.Header.Get("Content-Disposition"), ".wav.enc") || int64(len(enc)) != meta.SizeBytes {
+		t.Fatalf("stored audio: %d %v", resp.StatusCode, resp.Header)
+	}
+	resp, esk := getRec(t, noKey, audio(ids[0])[:len(audio(ids[0]))-len("audio")]+"esk")
+	if resp.StatusCode != 200 {
+		t.Fatalf("esk: %d %s", resp.StatusCode, esk)
+	}
+	r, err := storage.OpenSealedFile(bytes.NewReader(enc), int64(len(enc)), esk, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(r); !bytes.Equal(got, want[0]) {
+		t.Fatal("stored audio + esk do not decrypt to the recording")
+	}
+	if resp, b := getRec(t, noKey, "/api/v1/recordings/"+ids[2]+"/esk"); resp.StatusCode != 409 || !strings.Contains(string(b), "not_encrypted") {
+		t.Fatalf("esk of a clear recording: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := getRec(t, noKey, audio(ids[2])); resp.StatusCode != 200 || string(b) != "clear bytes" || resp.Header.Get("X-Bib-Encryption") != "" {
+		t.Fatalf("clear recording: %d %q", resp.StatusCode, b)
+	}
+
+	// With the key: decrypted, seekable; an interrupted one with its sizes fixed.
+	_, b = getRec(t, withKey, "/api/v1/recordings/"+ids[0])
+	if json.Unmarshal(b, &meta); !meta.Encrypted || meta.Near.Name != "Agent Name" {
+		t.Fatalf("metadata with key: %s", b)
+	}
+	resp, wav := getRec(t, withKey, audio(ids[0]))
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "audio/wav" || resp.Header.Get("X-Bib-Encryption") != "decrypted" || !bytes.Equal(wav, want[0]) {
+		t.Fatalf("decrypted audio: %d %v, %d bytes", resp.StatusCode, resp.Header, len(wav))
+	}
+	resp, part := getRec(t, withKey, audio(ids[0]), "Range", "bytes=40000-40999")
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(part, want[0][40000:41000]) {
+		t.Fatalf("range: %d %d bytes", resp.StatusCode, len(part))
+	}
+	resp, wav = getRec(t, withKey, audio(ids[1]))
+	if resp.StatusCode != 200 || resp.Header.Get("X-Bib-Truncated") != "true" || !bytes.Equal(wav, want[1]) {
+		t.Fatalf("interrupted recording decrypted: %d %v, %d bytes (want %d)", resp.StatusCode, resp.Header, len(wav), len(want[1]))
+	}
+	if resp, b := getRec(t, withKey, audio(ids[0])+"?stored=1"); resp.StatusCode != 200 || !bytes.Equal(b, enc) {
+		t.Fatalf("?stored=1: %d", resp.StatusCode)
+	}
+	if resp, b := getRec(t, wrongKey, audio(ids[0])); resp.StatusCode != 409 || !strings.Contains(string(b), "other_key") {
+		t.Fatalf("another certificate's key: %d %s", resp.StatusCode, b)
 	}
 }

@@ -53,6 +53,8 @@ type Config struct {
 	Storage StorageConfig `yaml:"storage"`
 	// ProblemReports: receiving problem reports over HTTP.
 	ProblemReports ProblemReportsConfig `yaml:"problem_reports"`
+	// RecordingProfiles: external recorders that recorded devices fork to.
+	RecordingProfiles []RecordingProfile `yaml:"recording_profiles"`
 	// Demo: simulated agents calling a simulated customer (flag --demo).
 	Demo DemoConfig `yaml:"demo"`
 }
@@ -69,6 +71,9 @@ type HTTPConfig struct {
 	Listen string `yaml:"listen"`
 	// SessionTimeout ends a supervisor's sign-in session after this long without a request (duration). Default 30m.
 	SessionTimeout bridge.Duration `yaml:"session_timeout"`
+	// Admins lists supervisors (by user) who may read the audit trail,
+	// GET /api/v1/audit. Default empty: nobody, once supervisors sign in.
+	Admins []string `yaml:"admins"`
 }
 
 // Defaults fills every unset field.
@@ -99,6 +104,9 @@ func (c *Config) Defaults() {
 // Validate checks every field; errors name the key.
 func (c *Config) Validate() error {
 	var errs []error
+	if err := validateAdmins(c); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.SIP.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -130,6 +138,17 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Demo.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := ValidateRecordingProfiles(c.RecordingProfiles); err != nil {
+		errs = append(errs, err)
+	}
+	for i, d := range c.Devices {
+		if d.RecordingProfile == "" {
+			continue
+		}
+		if _, ok := profileFor(c.RecordingProfiles, d); !ok {
+			errs = append(errs, fmt.Errorf("devices[%d].recording_profile: no recording profile is named %q", i, d.RecordingProfile))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bib-project/bib/recorder"
 	"github.com/bib-project/bib/storage"
 )
 
@@ -225,5 +226,87 @@ func TestDecryptKeepsExistingOutputOnFailure(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(out); string(b) != "previous" {
 		t.Fatalf("existing output replaced on failure: %q", b)
+	}
+}
+
+// TestDecryptInterruptedRecording: a WAV whose writer was killed (no final
+// chunk) decrypts to what authenticated with the WAV sizes fixed, exit 5
+// and one warning line; a modified chunk or a truncated non-WAV stays an
+// error and writes nothing.
+func TestDecryptInterruptedRecording(t *testing.T) {
+	pki := newTestPKI(t)
+	dir := t.TempDir()
+	rcpt, err := storage.LoadRecipient(pki.path("cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sfs := &storage.SealedFS{Base: storage.OSFS{}, To: rcpt, ChunkSize: 4096}
+	crash := func(name string, content func(f storage.File)) (enc, esk string) {
+		f, err := sfs.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content(f)
+		if err := f.Sync(); err != nil { // sealed so far; then killed: no Close
+			t.Fatal(err)
+		}
+		return filepath.Join(dir, name+".enc"), filepath.Join(dir, name+".esk")
+	}
+	var frames []int16
+	enc, esk := crash("rec.wav", func(f storage.File) {
+		w, _ := recorder.NewWAVWriter(f, 8000, 2)
+		for i := range 2 * 8000 * 3 / 2 { // 1.5 s
+			frames = append(frames, int16(i*13%3000-1500))
+		}
+		w.Write(frames)
+		f.Write([]byte{1, 2, 3}) // half a frame
+	})
+	txtEnc, txtEsk := crash("notes.txt", func(f storage.File) { f.Write(bytes.Repeat([]byte("text "), 1000)) })
+	raw, _ := os.ReadFile(enc)
+	raw[len(raw)/2] ^= 1
+	bad := filepath.Join(dir, "bad.enc")
+	os.WriteFile(bad, raw, 0o600)
+
+	outDir := t.TempDir()
+	out := filepath.Join(outDir, "out.wav")
+	for _, c := range []struct {
+		name     string
+		enc, esk string
+		code     int
+		msg      string
+	}{
+		{"interrupted wav", enc, esk, exitDecryptTruncated, "warning: rec.wav.enc has no final chunk"},
+		{"interrupted and modified", bad, esk, exitDecryptDamage, "failed authentication"},
+		{"interrupted, not a wav", txtEnc, txtEsk, exitDecryptDamage, "not a WAV recording"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			os.Remove(out)
+			code, so, se := runDecrypt(pki.path("key.pem"), c.esk, c.enc, out)
+			if code != c.code || strings.Count(se, "\n") != 1 || !strings.Contains(se, c.msg) {
+				t.Fatalf("exit %d stderr %q stdout %q; want %d and one line with %q", code, se, so, c.code, c.msg)
+			}
+			t.Logf("exit %d: %s", code, strings.TrimSpace(se))
+			ents, _ := os.ReadDir(outDir)
+			if code != exitDecryptTruncated {
+				if len(ents) != 0 {
+					t.Fatalf("left behind: %v", ents)
+				}
+				return
+			}
+			wav, _ := os.ReadFile(out)
+			info, err := recorder.ParseWAVHeader(bytes.NewReader(wav))
+			if err != nil || info.DataOffset+info.DataBytes != int64(len(wav)) || info.DataBytes != int64(2*len(frames)) {
+				t.Fatalf("recovered wav: %+v (%v) for %d bytes, want %d data bytes", info, err, len(wav), 2*len(frames))
+			}
+			for i, s := range frames {
+				if got := int16(uint16(wav[44+2*i]) | uint16(wav[45+2*i])<<8); got != s {
+					t.Fatalf("sample %d: %d, want %d", i, got, s)
+				}
+			}
+		})
+	}
+	var so, se bytes.Buffer
+	if decryptMain([]string{"--help"}, &so, &se); !strings.Contains(so.String(), "5 done, but the file was truncated") {
+		t.Fatalf("--help does not document exit 5: %s", so.String())
 	}
 }

@@ -16,6 +16,7 @@ const usage = `bib: a phone Built-in Bridge emulator (silent monitoring and call
 Usage:
   bib serve [--config bib.yaml] [--sip ADDR] [--http ADDR] [--rtp-ports MIN-MAX] [--data DIR] [--log-level LEVEL]
   bib load --spawn --calls N --rate CPS --duration D [...]   load-test bib (or --target any SIP bridge)
+  bib recorder --sip ADDR --data DIR [--http ADDR]   a recording server for call-manager forks and SIPREC
   bib gate --device NAME --release R [...]      answer a version-gate question offline
   bib recordings ls|show|export|verify [...]    search and check the recording archive
   bib decrypt --privatekey KEY [--password P] --encryptionkey NAME.esk --encryptedfile NAME.enc --outputfile OUT
@@ -66,8 +67,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		defer stop()
 		return loadMain(ctx, args[1:], stdout, stderr)
 	case "recorder":
-		fmt.Fprintf(stderr, "bib %s: not implemented yet (see README, \"What does not work yet\")\n", args[0])
-		return 2
+		ctx, stop := signalContext(ctx)
+		defer stop()
+		return recorderMain(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "bib: unknown command %q\n\n%s", args[0], usage)
 	return 2

@@ -24,8 +24,10 @@ type callState struct {
 	roles bridge.Roles
 	refci [2]uint32 // per-leg call identifiers (x-refci style)
 
-	mu   sync.Mutex
-	recs [2]*recorder.Recorder // per near-end side; nil when not recording
+	mu     sync.Mutex
+	recs   [2]*recorder.Recorder // per near-end side; nil when not recording
+	forks  [2]*sip.ForkSession   // per near-end side; nil when not forking
+	events []sip.ForkEvent       // what happened to the forks, for the call record
 }
 
 // recordingView is a call record's recording state for one near end.
@@ -93,7 +95,59 @@ func (s *server) startRecording(cs *callState, side bridge.Side, selective bool)
 	}
 	cs.recs[side] = rec
 	s.log.Info("recording started", "call_id", ci.ID, "recording_id", rec.ID(), "near", side.String(), "device", near.Device.Name)
+	s.startForksLocked(cs, side)
 	return nil
+}
+
+// startForksLocked starts the recording forks of near-end side s when its
+// device has a recording profile. A recorder that is down or refuses never
+// disturbs the call or the local recording: the failure is an event in
+// the call record, a metric and one log line. cs.mu is held.
+func (s *server) startForksLocked(cs *callState, side bridge.Side) {
+	near, far := cs.roles.Party(side), cs.roles.Party(side.Other())
+	if near.Device.RecordingProfile == "" || cs.forks[side] != nil {
+		return
+	}
+	fc := forkCall{
+		Info: cs.info, Media: cs.media, Near: side, Device: near.Device, Verdict: near.Record,
+		ClusterID: s.policy.Cluster().ID,
+		RefCI:     [2]string{strconv.FormatUint(uint64(cs.refci[0]), 10), strconv.FormatUint(uint64(cs.refci[1]), 10)},
+	}
+	if far.Configured {
+		fc.FarDevice = far.Device.Name
+	}
+	onEvent := func(ev sip.ForkEvent) {
+		cs.mu.Lock()
+		if len(cs.events) < 100 {
+			cs.events = append(cs.events, ev)
+		}
+		cs.mu.Unlock()
+	}
+	f, err := startForks(s.sip, s.cfg.RecordingProfiles, fc, &s.forkMetrics, onEvent, s.log.With("call_id", cs.info.ID, "near", side.String()))
+	if err != nil {
+		s.log.Warn("recording fork not started", "call_id", cs.info.ID, "profile", near.Device.RecordingProfile, "err", err)
+		cs.events = append(cs.events, sip.ForkEvent{At: time.Now(), Kind: "failed", Detail: err.Error()})
+		return
+	}
+	cs.forks[side] = f
+}
+
+// stopForks ends the forks of one side (or both with all).
+func (s *server) stopForks(cs *callState, sides ...bridge.Side) {
+	cs.mu.Lock()
+	var fs []*sip.ForkSession
+	for _, sd := range sides {
+		if f := cs.forks[sd]; f != nil {
+			fs = append(fs, f)
+			cs.forks[sd] = nil
+		}
+	}
+	cs.mu.Unlock()
+	for _, f := range fs {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		f.Stop(ctx, "recording stopped")
+		cancel()
+	}
 }
 
 // stopRecording finalizes the recording of near-end side s.
@@ -106,6 +160,7 @@ func (s *server) stopRecording(ctx context.Context, cs *callState, side bridge.S
 		return errNotRecording
 	}
 	cs.media.RemoveTap(rec)
+	s.stopForks(cs, side)
 	err := rec.Stop(ctx)
 	return errors.Join(err, rec.Close())
 }
@@ -138,6 +193,7 @@ func (s *server) autoRecord(cs *callState) {
 // endRecordings closes a finished call's recorders; the call's EvEnd has
 // already told them to finalize.
 func (s *server) endRecordings(cs *callState) {
+	s.stopForks(cs, bridge.SideA, bridge.SideB)
 	cs.mu.Lock()
 	recs := cs.recs
 	cs.recs = [2]*recorder.Recorder{}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -20,10 +21,15 @@ const recordingsUsage = `Usage:
   bib recordings ls [--data DIR] [--line L] [--device D] [--since T] [--until T] [--json]
   bib recordings show [--data DIR] ID
   bib recordings export [--data DIR] [--track near|far|mixed] ID --out FILE
+                        [--privatekey KEY [--password P]]
   bib recordings verify [--data DIR] [--json]
 
 T is RFC 3339 (2026-12-04T10:00:00Z) or a date (2026-12-04, UTC).
 verify re-hashes every finished recording; it exits 1 on any problem.
+export of an encrypted recording decrypts it with --privatekey (PEM or
+.pfx/.p12; an interrupted recording gives its authenticated part, WAV sizes
+fixed); without a key it writes FILE.enc and FILE.esk as stored (open them
+with bib decrypt).
 `
 
 // recordingsMain implements `bib recordings`.
@@ -39,6 +45,7 @@ func recordingsMain(ctx context.Context, args []string, stdout, stderr io.Writer
 	data := fs.String("data", "./data", "data directory holding the archive")
 	var (
 		line, device, since, until, out, track *string
+		keyPath, password                      *string
 		asJSON                                 *bool
 	)
 	switch cmd {
@@ -52,6 +59,8 @@ func recordingsMain(ctx context.Context, args []string, stdout, stderr io.Writer
 	case "export":
 		out = fs.String("out", "", "file to write the audio to")
 		track = fs.String("track", "", "extra track instead of the stereo file")
+		keyPath = fs.String("privatekey", "", "private key (PEM or .pfx/.p12) to decrypt an encrypted recording")
+		password = fs.String("password", "", "password of --privatekey")
 	case "verify":
 		asJSON = fs.Bool("json", false, "print JSON")
 	default:
@@ -108,9 +117,20 @@ func recordingsMain(ctx context.Context, args []string, stdout, stderr io.Writer
 			fmt.Fprintf(stderr, "bib recordings export: --out FILE is required\n")
 			return 2
 		}
-		if err := recordingsExport(ctx, st, pos[0], *track, *out); err != nil {
-			fmt.Fprintf(stderr, "bib recordings export: %v\n", err)
+		var priv *rsa.PrivateKey
+		if *keyPath != "" {
+			if priv, err = storage.LoadPrivateKey(*keyPath, *password); err != nil {
+				fmt.Fprintf(stderr, "bib recordings export: --privatekey %s: %v\n", *keyPath, err)
+				return 2
+			}
+		}
+		note, err := recordingsExport(ctx, st, pos[0], *track, *out, priv)
+		if err != nil {
+			fmt.Fprintf(stderr, "bib recordings export: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 			return 1
+		}
+		if note != "" {
+			fmt.Fprintln(stdout, note)
 		}
 		return 0
 	}
@@ -197,30 +217,59 @@ func recPartyLabel(p storage.Party) string {
 }
 
 // recordingsExport copies a recording's audio to out (temp file + rename).
-func recordingsExport(ctx context.Context, st storage.Store, id, track, out string) error {
-	src, _, err := st.Open(ctx, id, track)
+// An encrypted recording is decrypted on the fly with priv; without priv it
+// is exported as stored, out.enc + out.esk. The note says what was written
+// when it is not simply out.
+func recordingsExport(ctx context.Context, st *storage.DirStore, id, track, out string, priv *rsa.PrivateKey) (string, error) {
+	src, m, err := st.Open(ctx, id, track)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer src.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
+	if !m.Encrypted {
+		return "", writeAtomic(out, func(w io.Writer) error {
+			_, err := io.Copy(w, src)
+			return err
+		})
+	}
+	if priv == nil {
+		esk, _, err := st.Key(ctx, id, track)
+		if err != nil {
+			return "", err
+		}
+		if err := writeAtomic(out+storage.EncSuffix, func(w io.Writer) error {
+			_, err := io.Copy(w, src)
+			return err
+		}); err != nil {
+			return "", err
+		}
+		if err := writeAtomic(out+storage.ESKSuffix, func(w io.Writer) error {
+			_, err := w.Write(esk)
+			return err
+		}); err != nil {
+			os.Remove(out + storage.EncSuffix)
+			return "", err
+		}
+		return fmt.Sprintf("recording %s is encrypted: exported as stored to %s%s + %s%s (decrypt with bib decrypt, or pass --privatekey)",
+			id, out, storage.EncSuffix, out, storage.ESKSuffix), nil
+	}
+	view, info, err := openRecordingPlain(ctx, st, src, id, track, priv)
 	if err != nil {
+		return "", fmt.Errorf("%s: %w", id, err)
+	}
+	if info.truncated && m.Status != storage.StatusInterrupted {
+		return "", fmt.Errorf("%s: %w: the index says %s, but the encrypted file has no final chunk", id, storage.ErrTruncated, m.Status)
+	}
+	if err := writeAtomic(out, func(w io.Writer) error {
+		_, err := io.Copy(w, view)
 		return err
+	}); err != nil {
+		return "", fmt.Errorf("%s: %w", id, err)
 	}
-	_, err = io.Copy(tmp, src)
-	if err == nil {
-		err = tmp.Sync()
+	if info.truncated {
+		return fmt.Sprintf("recording %s was interrupted: %s", id, info.warning(id+".wav"+storage.EncSuffix)), nil
 	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), out)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
+	return "", nil
 }
 
 func recordingsVerify(ctx context.Context, st storage.Store, asJSON bool, stdout, stderr io.Writer) int {

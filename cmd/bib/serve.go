@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bib-project/bib/bridge"
@@ -101,9 +102,12 @@ type server struct {
 	demo       *demoSetup // non-nil: run the demo calls while serving
 	store      storage.Store
 	privKey    *rsa.PrivateKey // optional: serve encrypted recordings decrypted
-	recMetrics recorder.Metrics
+	recMetrics  recorder.Metrics
+	forkMetrics sip.ForkMetrics
 	auth       *auth     // supervisors' HTTP sign-in (auth.go)
 	mon        *monitors // monitored calls and listeners (monitor.go)
+
+	auditFile atomic.Pointer[auditLog] // DATA/audit.jsonl (audit.go)
 
 	mu    sync.Mutex
 	calls map[string]*callState // answered calls by id
@@ -122,10 +126,11 @@ func newServer(cfg Config, log *slog.Logger) (*server, error) {
 	if s.auth, err = newAuth(cfg.Supervisors, pol, time.Duration(cfg.HTTP.SessionTimeout), log, nil); err != nil {
 		return nil, err
 	}
-	ss, err := sip.New(cfg.SIP, cfg.Routes, eng, log)
+	ss, err := sip.New(cfg.SIP, cfg.Routes, eng, log, sip.WithPrincipals(cfg.Devices, cfg.Supervisors))
 	if err != nil {
 		return nil, err
 	}
+	ss.OnRefused = s.onSIPRefused
 	ss.OnAnswered = s.onAnswered
 	ss.OnEnded = s.onEnded
 	s.sip = ss
@@ -137,6 +142,9 @@ func newServer(cfg Config, log *slog.Logger) (*server, error) {
 func (s *server) listen(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.Data, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := s.openAudit(); err != nil {
+		return err
 	}
 	opts := []storage.DirOption{storage.WithLogger(s.log)}
 	rcpt, priv, err := s.cfg.Storage.Encryption.Load()
@@ -171,7 +179,7 @@ func (s *server) listen(ctx context.Context) error {
 		return fmt.Errorf("http listen: %w", err)
 	}
 	s.httpLn = ln
-	s.http = &http.Server{Handler: s.auth.middleware(s, s.routes()), ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: s.auditHTTP(s.auth.middleware(s, s.routes())), ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 
@@ -259,6 +267,7 @@ func (s *server) serve(ctx context.Context, stdout io.Writer) error {
 	if err := s.store.Close(); err != nil {
 		s.log.Error("closing archive", "err", err)
 	}
+	s.closeAudit()
 	s.log.Info("bib serve stopped")
 	return runErr
 }

@@ -143,7 +143,7 @@ func (p *Party) Invite(ctx context.Context, target sipmsg.Uri, offer []byte, hdr
 		return c, err
 	}
 	c.uac = ds
-	err = ds.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sipmsg.Response) error {
+	err = ds.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.AuthUser, Password: p.AuthPassword, OnResponse: func(res *sipmsg.Response) error {
 		if res.IsProvisional() {
 			c.mu.Lock()
 			c.provisional = append(c.provisional, res)

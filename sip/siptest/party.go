@@ -30,6 +30,9 @@ import (
 // direction attribute), BYEs with 200.
 type Party struct {
 	User string
+	// AuthUser and AuthPassword, when set, answer digest challenges (401,
+	// 407) to the party's INVITEs. Set before Invite.
+	AuthUser, AuthPassword string
 
 	UA  *sipgo.UserAgent
 	Srv *sipgo.Server
