@@ -796,18 +796,25 @@ func (s *recSession) event(k bridge.EventKind, side bridge.Side, reason string) 
 func (s *recSession) read(st *recStream) {
 	buf := make([]byte, 1501)
 	pkt := &bridge.Packet{}
+	fixed := false // the source is settled: packets from elsewhere are dropped
 	for {
 		n, src, err := st.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			return
 		}
 		if p := st.peer.Load(); p == nil || *p != src {
-			if !st.latch.Load() {
+			// Lenient where real clients differ: a recording client may send
+			// from another port of the host it signalled (some send from a
+			// port other than the SDP's). The first packet from that host
+			// latches; after that only the latched source is accepted.
+			sameHost := p != nil && p.Addr() == src.Addr()
+			if fixed || !(st.latch.Load() || sameHost) {
 				continue
 			}
 			st.peer.Store(&src)
 			st.latch.Store(false)
 		}
+		fixed = true
 		if n < 12 || n > 1500 || buf[0]>>6 != 2 {
 			continue
 		}
