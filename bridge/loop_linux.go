@@ -45,7 +45,10 @@ import (
 // promise that no tap callback runs after it returns: a worker applies
 // control requests only between batches.
 
-const ioSupported = true
+const (
+	ioSupported = true
+	defaultIO   = "epoll" // media.io default: see BenchmarkRelayProc
+)
 
 const (
 	batchSize = 16  // datagrams per recvmmsg, and at most as many per sendmmsg
@@ -54,15 +57,16 @@ const (
 )
 
 // ioLoop is the set of epoll workers of an engine. Workers start with the
-// first call and stop in Engine.Close; a later call starts them again.
+// first call and stop when the last call closes (or in Engine.Close), so,
+// as with the goroutine engine, an engine without calls runs no goroutine.
 type ioLoop struct {
 	n   int
 	log *slog.Logger
 
 	mu      sync.Mutex
 	workers []*ioWorker
+	calls   int // attached calls not yet detached
 	next    int
-	wg      sync.WaitGroup
 }
 
 func newIOLoop(workers int, log *slog.Logger) *ioLoop {
@@ -78,16 +82,17 @@ func (lp *ioLoop) attach(c *Call) error {
 		return err
 	}
 	c.io = lc // the call owns the raw fds from here on
-	w, err := lp.pick()
+	w, err := lp.acquire()
 	if err != nil {
 		return err
 	}
-	lc.w = w
+	lc.loop, lc.w = lp, w
 	return w.submit(loopOp{kind: opAdd, lc: lc})
 }
 
-// pick returns the worker for a new call, starting the workers if needed.
-func (lp *ioLoop) pick() (*ioWorker, error) {
+// acquire counts a new call and returns its worker, starting the workers
+// if needed.
+func (lp *ioLoop) acquire() (*ioWorker, error) {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	if lp.workers == nil {
@@ -103,32 +108,51 @@ func (lp *ioLoop) pick() (*ioWorker, error) {
 			ws = append(ws, w)
 		}
 		for _, w := range ws {
-			lp.wg.Add(1)
-			go func() { defer lp.wg.Done(); w.run() }()
+			go func() { defer close(w.done); w.run() }()
 		}
 		lp.workers = ws
 	}
+	lp.calls++
 	w := lp.workers[lp.next%len(lp.workers)]
 	lp.next++
 	return w, nil
 }
 
-// stop ends the workers and waits for them. Calls still registered stop
-// relaying; their Close still works.
+// release uncounts a detached call and stops the workers after the last.
+func (lp *ioLoop) release() {
+	lp.mu.Lock()
+	lp.calls--
+	var ws []*ioWorker
+	if lp.calls == 0 {
+		ws, lp.workers = lp.workers, nil
+	}
+	lp.mu.Unlock()
+	stopWorkers(ws)
+}
+
+// stop ends the workers and waits for them (Engine.Close). Calls still
+// registered stop relaying; their Close still works.
 func (lp *ioLoop) stop() {
 	lp.mu.Lock()
 	ws := lp.workers
 	lp.workers = nil
 	lp.mu.Unlock()
+	stopWorkers(ws)
+}
+
+func stopWorkers(ws []*ioWorker) {
 	for _, w := range ws {
 		w.submit(loopOp{kind: opStop})
 	}
-	lp.wg.Wait()
+	for _, w := range ws {
+		<-w.done
+	}
 }
 
 // loopCall is a call's registration with a worker.
 type loopCall struct {
 	c     *Call
+	loop  *ioLoop
 	w     *ioWorker
 	socks [4]loopSock // [side*2]: RTP socket, [side*2+1]: RTCP socket
 
@@ -235,6 +259,7 @@ func (lc *loopCall) detach() error {
 	lc.once.Do(func() {
 		if lc.w != nil {
 			lc.w.submit(loopOp{kind: opRemove, lc: lc})
+			lc.loop.release()
 		}
 		lc.closeErr = lc.closeFDs()
 	})
@@ -272,6 +297,7 @@ type sendItem struct {
 // ioWorker is one epoll loop.
 type ioWorker struct {
 	log  *slog.Logger
+	done chan struct{} // closed when run returns
 	epfd int
 	ep   *os.File // epfd, registered with Go's netpoller
 	rc   syscall.RawConn
@@ -310,7 +336,7 @@ func newIOWorker(log *slog.Logger) (*ioWorker, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("media io: eventfd: %w", err)
 	}
-	w := &ioWorker{log: log, epfd: epfd, evfd: evfd, socks: make([]*loopSock, 1, 64)}
+	w := &ioWorker{log: log, done: make(chan struct{}), epfd: epfd, evfd: evfd, socks: make([]*loopSock, 1, 64)}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: ctlSlot}); err != nil {
 		w.closeFDs()
 		return nil, fmt.Errorf("media io: epoll_ctl: %w", err)

@@ -10,7 +10,10 @@ import (
 // The epoll I/O engine exists on Linux only; Config.Validate rejects
 // media.io: epoll elsewhere, so these are never reached in a valid setup.
 
-const ioSupported = false
+const (
+	ioSupported = false
+	defaultIO   = "goroutine"
+)
 
 var errIOUnsupported = errors.New("media io: epoll engine is only available on Linux")
 

@@ -52,7 +52,7 @@ func TestConfigIO(t *testing.T) {
 	}
 	var c Config
 	c.Defaults()
-	if c.IO != DefaultIO || c.IOWorkers != runtime.GOMAXPROCS(0) {
+	if c.IO != defaultIO || c.IOWorkers != runtime.GOMAXPROCS(0) {
 		t.Fatalf("defaults io=%q workers=%d", c.IO, c.IOWorkers)
 	}
 }

@@ -70,6 +70,8 @@ func (p *portPool) allocate() (rtpConn, rtcpConn *net.UDPConn, pair int, err err
 			a.Close()
 			continue
 		}
+		tuneSocket(a)
+		tuneSocket(b)
 		p.used[i] = true
 		p.inUse++
 		return a, b, i, nil

@@ -1,9 +1,15 @@
 package bridge
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -129,7 +135,7 @@ func BenchmarkRelay(b *testing.B) {
 
 // minimalRelay starts the floor relay, one goroutine that reads a datagram
 // and writes it to dst, and returns the address it reads on.
-func minimalRelay(b *testing.B, dst netip.AddrPort) netip.AddrPort {
+func minimalRelay(b testing.TB, dst netip.AddrPort) netip.AddrPort {
 	in, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)
@@ -164,9 +170,7 @@ func BenchmarkRelayCalls(b *testing.B) {
 			if mode == "epoll" && !ioSupported {
 				b.Skip("no epoll engine here")
 			}
-			pr, _ := ParsePortRange(freeRange(b))
-			lo := min(pr.Min, 65535-4*calls-200) &^ 1
-			e := testEngineIO(b, fmt.Sprintf("%d-%d", lo, lo+4*calls+199), mode)
+			e := testEngineIO(b, callsRange(b, calls), mode)
 			pa, pb := newParty(b), newParty(b)
 			dsts := make([]netip.AddrPort, calls)
 			for i := range dsts {
@@ -211,6 +215,159 @@ func BenchmarkParseRTP(b *testing.B) {
 	for b.Loop() {
 		if err := parseRTP(raw, pkt); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// callsRange is a port range with room for calls calls (and some taken ports).
+func callsRange(t testing.TB, calls int) string {
+	pr, _ := ParsePortRange(freeRange(t))
+	lo := min(pr.Min, 65535-4*calls-200) &^ 1
+	return fmt.Sprintf("%d-%d", lo, lo+4*calls+199)
+}
+
+// BenchmarkRelayProc runs the relay in a child process (this test binary
+// running TestRelayChild) and the pump in this one, and reports
+// relay-cpu-ns/pkt: the child's user+system CPU per relayed packet while
+// the pump ran. That isolates the relay's cost from the sender's and the
+// receiver's, which dominate cpu-ns/pkt above.
+func BenchmarkRelayProc(b *testing.B) {
+	for _, calls := range []int{1, 200} {
+		for _, mode := range []string{"goroutine", "epoll", "minimal"} {
+			b.Run(fmt.Sprintf("calls=%d/%s", calls, mode), func(b *testing.B) {
+				if mode == "epoll" && !ioSupported {
+					b.Skip("no epoll engine here")
+				}
+				window := int64(64)
+				if calls > 1 {
+					window = 128
+				}
+				relayProc(b, mode, calls, window)
+			})
+		}
+	}
+}
+
+func relayProc(b *testing.B, mode string, calls int, window int64) {
+	pa, pb := newParty(b), newParty(b)
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestRelayChild$")
+	// BIB_RELAY_PERF=1 also counts the child's syscalls and context
+	// switches (its whole life, setup included) with perf stat.
+	perfOut := ""
+	if os.Getenv("BIB_RELAY_PERF") == "1" {
+		perfOut = filepath.Join(b.TempDir(), "perf.csv")
+		cmd = exec.Command("perf", append([]string{"stat", "-x,", "-o", perfOut, "-e", "raw_syscalls:sys_enter,context-switches", "--"}, cmd.Args...)...)
+	}
+	cmd.Env = append(os.Environ(), fmt.Sprintf("BIB_RELAY_CHILD=%s %d %s %s", mode, calls, pa.addr, pb.addr))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+		if perfOut != "" {
+			reportPerf(b, perfOut)
+		}
+	}()
+	sc := bufio.NewScanner(stdout)
+	var dsts []netip.AddrPort
+	for sc.Scan() && sc.Text() != "ready" {
+		ap, err := netip.ParseAddrPort(sc.Text())
+		if err != nil {
+			b.Fatalf("relay child: %q", sc.Text())
+		}
+		dsts = append(dsts, ap)
+	}
+	if len(dsts) != calls {
+		b.Fatalf("relay child gave %d addresses, want %d", len(dsts), calls)
+	}
+	cpu := func() int64 {
+		fmt.Fprintln(stdin, "cpu")
+		if !sc.Scan() {
+			b.Fatal("relay child: no cpu reading")
+		}
+		n, err := strconv.ParseInt(sc.Text(), 10, 64)
+		if err != nil {
+			b.Fatalf("relay child: %q", sc.Text())
+		}
+		return n
+	}
+	c0 := cpu()
+	pumpTo(b, pa.conn, pb.conn, dsts, window)
+	c1 := cpu()
+	b.ReportMetric(float64(c1-c0)/float64(b.N), "relay-cpu-ns/pkt")
+}
+
+func reportPerf(b *testing.B, file string) {
+	out, err := os.ReadFile(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Split(line, ",")
+		if len(f) < 3 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.Contains(f[2], "sys_enter"):
+			b.ReportMetric(v/float64(b.N), "relay-syscalls/pkt")
+		case strings.Contains(f[2], "context-switches"):
+			b.ReportMetric(v/float64(b.N), "relay-ctxsw/pkt")
+		}
+	}
+}
+
+// TestRelayChild is BenchmarkRelayProc's relay process. BIB_RELAY_CHILD is
+// "mode calls partyA partyB": it relays calls calls from partyA to partyB,
+// prints each call's leg A address, then "ready", answers each "cpu" line
+// on stdin with its CPU time in ns and ends when stdin closes. Without the
+// variable it skips.
+func TestRelayChild(t *testing.T) {
+	spec := os.Getenv("BIB_RELAY_CHILD")
+	if spec == "" {
+		t.Skip("helper process of BenchmarkRelayProc")
+	}
+	var mode, as, bs string
+	var calls int
+	if _, err := fmt.Sscan(spec, &mode, &calls, &as, &bs); err != nil {
+		t.Fatalf("BIB_RELAY_CHILD %q: %v", spec, err)
+	}
+	pa, pb := &party{addr: netip.MustParseAddrPort(as)}, &party{addr: netip.MustParseAddrPort(bs)}
+	if mode == "minimal" {
+		for range calls {
+			fmt.Println(minimalRelay(t, pb.addr))
+		}
+	} else {
+		e := testEngineIO(t, callsRange(t, calls), mode)
+		for i := range calls {
+			c, err := e.NewCall(fmt.Sprintf("proc-%d", i), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetRemote(SideA, pa.desc())
+			c.SetRemote(SideB, pb.desc())
+			la, _ := c.Leg(SideA).Local()
+			fmt.Println(la)
+		}
+	}
+	fmt.Println("ready")
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		if sc.Text() == "cpu" {
+			fmt.Println(cpuNow().Nanoseconds())
 		}
 	}
 }

@@ -31,8 +31,28 @@ func (b *discardBlob) Abort(context.Context, storage.Meta, string) error { retur
 
 // BenchmarkPacket is the recorder's whole cost per RTP packet: the relay's
 // non-blocking copy into the queue, then on the writer side the merge, the
-// jitter buffer, decoding, placement and the stereo WAV write.
+// jitter buffer, decoding, placement and the stereo WAV write. "jitter":
+// the first packets 5 ms late, then 0-4 ms of arrival jitter, so a pending
+// anchor correction is checked on every packet (continuous audio never
+// gives it room).
 func BenchmarkPacket(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		delay func(i int) int64
+	}{
+		{"steady", func(int) int64 { return 0 }},
+		{"jitter", func(i int) int64 {
+			if i < 100 {
+				return 5 * ms
+			}
+			return int64(i*7%5) * ms
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) { benchPacket(b, bc.delay, bc.name == "jitter") })
+	}
+}
+
+func benchPacket(b *testing.B, delay func(i int) int64, jitter bool) {
 	r, err := newRecorder(Defaults(), CallInfo{CallID: "bench", Start: wall0}, discardStore{}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -46,22 +66,28 @@ func BenchmarkPacket(b *testing.B) {
 	pkt := bridge.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SSRC: 1}, Payload: payload}
 	var seq [2]uint16
 	var ts [2]uint32
-	arrival := int64(0)
+	sent := int64(0)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		d := bridge.Direction(i & 1)
-		i++
-		arrival += 10 * ms
+		sent += 10 * ms
 		seq[d]++
 		ts[d] += 160
+		arrival := max(sent+delay(i), r.now) // no reordering
+		i++
 		pkt.Header.SequenceNumber, pkt.Header.Timestamp, pkt.Header.SSRC, pkt.Arrival = seq[d], ts[d], uint32(d)+1, arrival
 		r.RTP(d, &pkt)
 		r.drain(false)
 		r.advance(arrival)
 	}
-	if r.streams[0].stats.Late+r.streams[0].stats.Discarded+r.overflow[0].Load() != 0 {
-		b.Fatalf("steady path dropped packets: %+v", r.streams[0].stats)
+	for _, s := range r.streams {
+		if st := s.stats; st.Late+st.Discarded+st.Resyncs+r.overflow[0].Load()+r.overflow[1].Load() != 0 {
+			b.Fatalf("steady path dropped packets: %+v", st)
+		}
+		if pending := s.offset - s.best; i > 200 && (pending > 0) != jitter {
+			b.Fatalf("pending anchor correction %d samples", pending)
+		}
 	}
 }
 

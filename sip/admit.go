@@ -62,7 +62,7 @@ type security struct {
 	creds     *Credentials // from WithCredentials
 	devices   []bridge.Device
 	sups      []bridge.Supervisor // from WithPrincipals
-	clientTLS *tls.Config  // from WithTLSClientConfig
+	clientTLS *tls.Config         // from WithTLSClientConfig
 	auth      *authenticator
 	lim       *limiter
 	tlsConf   *tls.Config // client side, used for sips: targets

@@ -178,6 +178,7 @@ type monitorDialog struct {
 	haveCSeq   bool
 	acks       map[uint32]chan []byte
 	oaBusy     bool
+	oaIdle     chan struct{} // closed when the offer/answer in progress ends
 }
 
 // MonitorDialog is a monitoring dialog bib placed (DialMonitor).
@@ -675,24 +676,17 @@ func (d *monitorDialog) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransac
 	if !bad {
 		d.remoteCSeq, d.haveCSeq = seq, true
 	}
-	busy := d.oaBusy || d.finished.Load()
-	if !bad && !busy {
-		d.oaBusy = true
-	}
 	d.mu.Unlock()
 	if bad {
 		s.respond(tx, req, 500, "", "CSeq out of order", sipmsg.NewHeader("Retry-After", "1"))
 		return
 	}
-	if busy {
+	if !d.beginOffer() {
+		// RFC 3261 section 14.2: an offer while another is pending gets 491.
 		s.respond(tx, req, 491, "", "another offer/answer is in progress", sipmsg.NewHeader("Retry-After", "1"))
 		return
 	}
-	defer func() {
-		d.mu.Lock()
-		d.oaBusy = false
-		d.mu.Unlock()
-	}()
+	defer d.endOffer()
 	if m, from := headerMode(req); m != "" {
 		s.respond(tx, req, 403, "Forbidden", m+" (asked by "+from+") is not supported: bib is listen-only; the session stays silent monitoring")
 		return
@@ -745,6 +739,45 @@ func (d *monitorDialog) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransac
 		return
 	}
 	d.answer(req, tx, d.sdp([]bridge.Codec{cur}, mode), req.IsInvite())
+}
+
+// beginOffer marks an offer/answer in progress. A supervisor may send its
+// next re-INVITE as soon as it sent the ACK of the previous one, before
+// bib has read that ACK: wait a moment for the previous exchange to end
+// before refusing with 491.
+func (d *monitorDialog) beginOffer() bool {
+	for attempt := 0; ; attempt++ {
+		d.mu.Lock()
+		if d.finished.Load() {
+			d.mu.Unlock()
+			return false
+		}
+		if !d.oaBusy {
+			d.oaBusy = true
+			d.oaIdle = make(chan struct{})
+			d.mu.Unlock()
+			return true
+		}
+		idle := d.oaIdle
+		d.mu.Unlock()
+		if attempt > 0 {
+			return false
+		}
+		t := time.NewTimer(2 * sipmsg.T1)
+		select {
+		case <-idle:
+		case <-t.C:
+		case <-d.done:
+		}
+		t.Stop()
+	}
+}
+
+func (d *monitorDialog) endOffer() {
+	d.mu.Lock()
+	d.oaBusy = false
+	close(d.oaIdle)
+	d.mu.Unlock()
 }
 
 // pinCodec puts the codec in use first in d's list: a monitoring leg keeps
@@ -928,4 +961,19 @@ func (s *Server) DialMonitor(ctx context.Context, md MonitorDial) (*MonitorDialo
 	d.log.Info("supervisor listening", "via", "sip", "dialled", true, "codec", codec.Name)
 	d.watch()
 	return &MonitorDialog{d: d}, nil
+}
+
+// EndMonitor sends BYE on the monitoring dialog with SIP Call-ID callID
+// (dialled in or placed) and frees its media.
+func (s *Server) EndMonitor(ctx context.Context, callID, reason string) error {
+	v, ok := s.mons.byCallID.Load(callID)
+	if !ok {
+		return fmt.Errorf("monitoring dialog %q: %w", callID, ErrCallNotFound)
+	}
+	d := v.(*monitorDialog)
+	if d.uas == nil && d.uac == nil {
+		return fmt.Errorf("monitoring dialog %q is not set up yet: %w", callID, ErrCallNotFound)
+	}
+	d.hangup(ctx, reason)
+	return nil
 }

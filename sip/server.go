@@ -85,8 +85,8 @@ type Server struct {
 
 	malformed atomic.Uint64
 	rejected  atomic.Uint64
-	forks     sync.Map  // SIP Call-ID -> *forkDialog (recording forks, fork.go)
-	sec       *security // digest auth, limits, TLS (admit.go, tls.go)
+	forks     sync.Map   // SIP Call-ID -> *forkDialog (recording forks, fork.go)
+	sec       *security  // digest auth, limits, TLS (admit.go, tls.go)
 	mons      monitorSet // supervisors' monitoring dialogs (monitor.go)
 
 	serveWG sync.WaitGroup

@@ -30,6 +30,7 @@ const maxOfferBytes = 64 << 10
 //	GET    /  and /ui/...                        the web page
 func (s *server) registerMonitorRoutes(mux *http.ServeMux) {
 	s.auth.registerRoutes(mux)
+	s.registerSIPMonitorRoutes(mux) // monitor_sip.go
 	mux.HandleFunc("POST /api/v1/calls/{id}/listen", s.handleListen)
 	mux.HandleFunc("GET /api/v1/calls/{id}/listen", func(w http.ResponseWriter, r *http.Request) {
 		ls, st := s.mon.listeners(r.PathValue("id"))
@@ -86,46 +87,43 @@ type monitorTarget struct {
 	user string      // the supervisor ("" when auth is off)
 }
 
-// authorizeMonitor decides whether the request's supervisor may silently
-// monitor call id in the given mode. The checks, in order: the mode
-// (whisper, barge, tone and anything but monitor are refused with the
-// gate's reason), the call exists and is answered, it has an agent (a
-// configured device), the agent's line is in the supervisor's monitoring
-// search space, and the gate allows monitoring that device.
+// authorizeMonitor decides whether the request's signed-in supervisor may
+// silently monitor call id in the given mode (checkMonitor).
 func (s *server) authorizeMonitor(r *http.Request, id, mode string) (monitorTarget, *refusal) {
+	sup, authed := supervisorOf(r)
+	return s.checkMonitor(sup, authed, id, "", mode)
+}
+
+// checkMonitor is the one decision on a monitoring request, for the
+// browser (WHEP), the API-initiated SIP call and a supervisor dialling
+// monitor-<line>. The checks, in order: the mode (whisper, barge, tone and
+// anything but monitor are refused with the gate's reason), supervisors
+// are configured and sup is signed in (authed), then, when the request
+// names an agent line (SIP dial-in): the line is a configured device in
+// sup's monitoring search space, the gate allows monitoring it, and it has
+// a connected call, which becomes id; then the call exists and is
+// answered, it has an agent (a configured device), the agent's line is in
+// sup's monitoring search space, and the gate allows monitoring that
+// device.
+func (s *server) checkMonitor(sup bridge.Supervisor, authed bool, id, line, mode string) (monitorTarget, *refusal) {
 	var t monitorTarget
 	mode = strings.ToLower(strings.TrimSpace(mode))
-	action := bridge.ActionMonitor
 	switch mode {
 	case "", "monitor", "listen", "silent":
 	default:
 		a, ok := bridge.ParseAction(mode)
-		if !ok {
+		if !ok || a == bridge.ActionRecord {
 			return t, &refusal{http.StatusUnprocessableEntity, "unknown_mode",
 				fmt.Sprintf("Mode %q is not known; bib offers only silent monitoring (mode monitor) and refuses whisper and barge.", mode)}
 		}
-		action = a
-	}
-	ci, ok := s.sip.Call(id)
-	if !ok {
-		return t, &refusal{http.StatusNotFound, "unknown_call", "No active call has that id."}
-	}
-	roles := s.policy.NearEnd(ci.Caller, ci.Callee)
-	if roles.Mode == bridge.NearEndNone {
-		return t, refuse(bridge.UnknownDeviceVerdict(action, ci.Callee))
-	}
-	if action != bridge.ActionMonitor {
-		// Whisper, barge and tone: refused by the listen-only policy
-		// whatever the device, with the gate's code and reason.
-		for _, side := range []bridge.Side{bridge.SideA, bridge.SideB} {
-			if pr := roles.Party(side); pr.Configured {
-				if v := s.policy.Check(pr.Device, action); !v.Allowed {
-					return t, refuse(v)
-				}
+		if a != bridge.ActionMonitor {
+			// Whisper, barge and tone: refused by the listen-only policy
+			// whatever the device, with the gate's code and reason.
+			if v := s.policy.Check(bridge.Device{}, a); !v.Allowed {
+				return t, refuse(v)
 			}
 		}
 	}
-	sup, authed := supervisorOf(r)
 	if !s.auth.enabled() {
 		return t, &refusal{http.StatusForbidden, "no_supervisors",
 			"No supervisors are configured, so nobody may monitor calls; add supervisors with their monitors to the config."}
@@ -133,10 +131,35 @@ func (s *server) authorizeMonitor(r *http.Request, id, mode string) (monitorTarg
 	if !authed {
 		return t, &refusal{http.StatusUnauthorized, "unauthenticated", "Sign in first: POST /api/v1/login."}
 	}
+	if line != "" {
+		dev, ok := s.policy.DeviceByLine(line)
+		if !ok {
+			return t, refuse(bridge.UnknownDeviceVerdict(bridge.ActionMonitor, line))
+		}
+		if !sup.MayMonitor(line) {
+			return t, &refusal{http.StatusForbidden, "out_of_scope",
+				fmt.Sprintf("Supervisor %s may not monitor line %s; add it to the supervisor's monitors.", sup.User, line)}
+		}
+		if v := s.policy.Check(dev, bridge.ActionMonitor); !v.Allowed {
+			return t, refuse(v)
+		}
+		if id = s.callOnLine(line); id == "" {
+			return t, &refusal{http.StatusNotFound, "no_active_call",
+				fmt.Sprintf("Line %s has no connected call to monitor; try again once the agent is on a call.", line)}
+		}
+	}
+	ci, ok := s.sip.Call(id)
+	if !ok {
+		return t, &refusal{http.StatusNotFound, "unknown_call", "No active call has that id."}
+	}
+	roles := s.policy.NearEnd(ci.Caller, ci.Callee)
+	if roles.Mode == bridge.NearEndNone {
+		return t, refuse(bridge.UnknownDeviceVerdict(bridge.ActionMonitor, ci.Callee))
+	}
 	var first *refusal
 	for _, side := range []bridge.Side{bridge.SideA, bridge.SideB} {
 		pr := roles.Party(side)
-		if !pr.Configured || !sup.MayMonitor(pr.Device.Line) {
+		if !pr.Configured || !sup.MayMonitor(pr.Device.Line) || (line != "" && pr.Device.Line != line) {
 			continue
 		}
 		if v := pr.Monitor; !v.Allowed {
@@ -156,6 +179,24 @@ func (s *server) authorizeMonitor(r *http.Request, id, mode string) (monitorTarg
 	}
 	return t, &refusal{http.StatusForbidden, "out_of_scope",
 		fmt.Sprintf("Supervisor %s may not monitor the agent line(s) %s of this call; add them to the supervisor's monitors.", sup.User, strings.Join(agentLines(s.policy, ci.Caller, ci.Callee), ", "))}
+}
+
+// callOnLine returns the id of the most recent answered call whose agent
+// (a configured device) is on line; "" if there is none.
+func (s *server) callOnLine(line string) string {
+	calls := s.sip.Calls() // oldest first
+	for i := len(calls) - 1; i >= 0; i-- {
+		ci := calls[i]
+		if ci.Answer == nil || ci.End != nil {
+			continue
+		}
+		for _, l := range agentLines(s.policy, ci.Caller, ci.Callee) {
+			if l == line {
+				return ci.ID
+			}
+		}
+	}
+	return ""
 }
 
 // handleListen is WHEP's POST: an SDP offer in, 201 with the answer and
@@ -228,6 +269,9 @@ func (s *server) handleListen(w http.ResponseWriter, r *http.Request) {
 // writeMonitorMetrics appends the monitoring counters to /metrics.
 func (s *server) writeMonitorMetrics(w io.Writer) {
 	fmt.Fprintf(w, "# HELP bib_supervisor_packets_dropped_total Packets supervisors sent to bib (RTP, DTMF, RTCP); all dropped, never relayed, mixed or recorded.\n# TYPE bib_supervisor_packets_dropped_total counter\nbib_supervisor_packets_dropped_total %d\n", s.mon.dropped())
-	fmt.Fprintf(w, "# HELP bib_monitor_sessions_active Browser supervisors listening now.\n# TYPE bib_monitor_sessions_active gauge\nbib_monitor_sessions_active %d\n", s.mon.active())
-	fmt.Fprintf(w, "# HELP bib_monitor_sessions_total Browser listening sessions started.\n# TYPE bib_monitor_sessions_total counter\nbib_monitor_sessions_total %d\n", s.mon.sessionsTotal.Load())
+	fmt.Fprintf(w, "# HELP bib_monitor_sessions_active Supervisors listening now (browser and SIP).\n# TYPE bib_monitor_sessions_active gauge\nbib_monitor_sessions_active %d\n", s.mon.active())
+	fmt.Fprintf(w, "# HELP bib_monitor_sessions_total Listening sessions started (browser and SIP).\n# TYPE bib_monitor_sessions_total counter\nbib_monitor_sessions_total %d\n", s.mon.sessionsTotal.Load())
+	k := s.sip.MonitorCounters()
+	fmt.Fprintf(w, "# HELP bib_monitor_sip_sessions_active SIP supervisors listening now.\n# TYPE bib_monitor_sip_sessions_active gauge\nbib_monitor_sip_sessions_active %d\n", k.Active)
+	fmt.Fprintf(w, "# HELP bib_monitor_sip_refused_total Monitoring INVITEs refused (authentication, mode, scope, gate, SDP).\n# TYPE bib_monitor_sip_refused_total counter\nbib_monitor_sip_refused_total %d\n", k.Refused)
 }

@@ -31,6 +31,9 @@ func TestDefaultYAMLMatchesDefaults(t *testing.T) {
 		if len(c.Supervisors) == 0 {
 			c.Supervisors = nil
 		}
+		if len(c.RecordingProfiles) == 0 {
+			c.RecordingProfiles = nil
+		}
 	}
 	norm(&fromYAML)
 	norm(&def)

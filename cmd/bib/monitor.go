@@ -29,6 +29,9 @@ type monitors struct {
 	// legs; live ones are added when read.
 	droppedClosed atomic.Uint64
 	sessionsTotal atomic.Uint64
+	// droppedSIP counts what SIP supervisors sent (every leg's onDrop).
+	droppedSIP atomic.Uint64
+	sipLegs    map[string]*sipMonitor // live SIP supervisor legs by session id (monitor_sip.go)
 }
 
 // monCall is one monitored call.
@@ -52,7 +55,7 @@ type listener struct {
 var errMonitorsClosed = errors.New("server is shutting down")
 
 func newMonitors(eng *bridge.Engine, log *slog.Logger) *monitors {
-	return &monitors{log: log, engine: eng, calls: map[string]*monCall{}}
+	return &monitors{log: log, engine: eng, calls: map[string]*monCall{}, sipLegs: map[string]*sipMonitor{}}
 }
 
 // mixerFor returns the call's mixer, creating and attaching it if needed.
@@ -243,7 +246,7 @@ func (m *monitors) listeners(callID string) ([]listenerView, *bridge.MixerStats)
 // dropped returns supervisor_packets_dropped: everything supervisors sent,
 // over all sessions, ended or live.
 func (m *monitors) dropped() uint64 {
-	n := m.droppedClosed.Load()
+	n := m.droppedClosed.Load() + m.droppedSIP.Load()
 	m.mu.Lock()
 	for _, mc := range m.calls {
 		for _, l := range mc.whep {
@@ -254,11 +257,11 @@ func (m *monitors) dropped() uint64 {
 	return n
 }
 
-// active returns the number of live browser sessions.
+// active returns the number of live sessions, browser and SIP.
 func (m *monitors) active() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := 0
+	n := len(m.sipLegs)
 	for _, mc := range m.calls {
 		n += len(mc.whep)
 	}

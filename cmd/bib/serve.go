@@ -99,13 +99,13 @@ type server struct {
 	http   *http.Server
 	httpLn net.Listener
 
-	demo       *demoSetup // non-nil: run the demo calls while serving
-	store      storage.Store
-	privKey    *rsa.PrivateKey // optional: serve encrypted recordings decrypted
+	demo        *demoSetup // non-nil: run the demo calls while serving
+	store       storage.Store
+	privKey     *rsa.PrivateKey // optional: serve encrypted recordings decrypted
 	recMetrics  recorder.Metrics
 	forkMetrics sip.ForkMetrics
-	auth       *auth     // supervisors' HTTP sign-in (auth.go)
-	mon        *monitors // monitored calls and listeners (monitor.go)
+	auth        *auth     // supervisors' HTTP sign-in (auth.go)
+	mon         *monitors // monitored calls and listeners (monitor.go)
 
 	auditFile atomic.Pointer[auditLog] // DATA/audit.jsonl (audit.go)
 
@@ -133,6 +133,7 @@ func newServer(cfg Config, log *slog.Logger) (*server, error) {
 	ss.OnRefused = s.onSIPRefused
 	ss.OnAnswered = s.onAnswered
 	ss.OnEnded = s.onEnded
+	ss.OnMonitor = s.onSIPMonitor // supervisors dialling monitor-<line> (monitor_sip.go)
 	s.sip = ss
 	return s, nil
 }
