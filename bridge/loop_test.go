@@ -345,3 +345,70 @@ func TestEpollRelayAllocs(t *testing.T) {
 		t.Fatalf("%.2f allocations per relayed packet", per)
 	}
 }
+
+// TestRelayAddressForms: both engines treat unusual peer addresses alike.
+// A peer signalled as IPv4-mapped IPv6 never matches an IPv4 source (its
+// packets are dropped) but can be sent to; an IPv6 peer cannot be reached
+// from an IPv4 socket (a send error); port 0 means nowhere to send.
+func TestRelayAddressForms(t *testing.T) {
+	forEachIO(t, func(t *testing.T, mode string) {
+		tests := []struct {
+			name  string
+			descB func(b *party) MediaDesc // what B signals
+			want  func(a, b LegStats) bool
+		}{
+			{"mapped peer", func(b *party) MediaDesc {
+				d := b.desc()
+				d.RTP = netip.AddrPortFrom(netip.AddrFrom16(b.addr.Addr().As16()), b.addr.Port())
+				return d
+			}, func(a, b LegStats) bool {
+				return a.PacketsIn == 1 && b.PacketsOut == 1 && b.DroppedSource == 1 && b.PacketsIn == 0
+			}},
+			{"ipv6 peer", func(b *party) MediaDesc {
+				d := b.desc()
+				d.RTP = netip.AddrPortFrom(netip.IPv6Loopback(), b.addr.Port())
+				return d
+			}, func(a, b LegStats) bool {
+				return a.PacketsIn == 1 && a.SendErrors == 1 && b.PacketsOut == 0
+			}},
+			{"port zero", func(b *party) MediaDesc {
+				d := b.desc()
+				d.RTP = netip.AddrPortFrom(b.addr.Addr(), 0)
+				return d
+			}, func(a, b LegStats) bool {
+				return a.PacketsIn == 1 && a.NoDestination == 1 && b.PacketsOut == 0
+			}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := testEngineIO(t, freeRange(t), mode)
+				c, err := e.NewCall("forms", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, b := newParty(t), newParty(t)
+				c.SetRemote(SideA, a.desc())
+				c.SetRemote(SideB, tt.descB(b))
+				la, _ := c.Leg(SideA).Local()
+				lb, _ := c.Leg(SideB).Local()
+				a.conn.WriteToUDPAddrPort(rtpPacket(t, 1, 1, 1, []byte("to b")), la)
+				b.conn.WriteToUDPAddrPort(rtpPacket(t, 2, 1, 1, []byte("to a")), lb)
+				// Wait until both datagrams were handled, then read the final
+				// counters after Close.
+				deadline := time.Now().Add(5 * time.Second)
+				for time.Now().Before(deadline) {
+					st := c.Stats()
+					if st.Legs[0].PacketsIn+st.Legs[1].PacketsIn+st.Legs[1].DroppedSource == 2 {
+						break
+					}
+					runtime.Gosched()
+				}
+				c.Close("test")
+				st := c.Stats()
+				if !tt.want(st.Legs[0], st.Legs[1]) {
+					t.Fatalf("counters a %+v\nb %+v", st.Legs[0], st.Legs[1])
+				}
+			})
+		}
+	})
+}
