@@ -237,19 +237,36 @@ func NewRecorderServer(cfg RecorderConfig, newSink SinkFactory, log *slog.Logger
 // Listen binds UDP and TCP on the configured address (one port for both).
 func (r *RecorderServer) Listen(ctx context.Context) error {
 	ap := netip.MustParseAddrPort(r.cfg.Listen)
-	u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-	if err != nil {
-		return fmt.Errorf("recorder: listen udp %s: %w", ap, err)
+	// UDP and TCP share one port; with port 0 the TCP side of the port the
+	// kernel picked for UDP may be busy, so try a few times.
+	tries := 1
+	if ap.Port() == 0 {
+		tries = 20
 	}
-	r.udp = u
-	ua := u.LocalAddr().(*net.UDPAddr).AddrPort()
-	r.addrs["udp"] = ua
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "tcp", ua.String())
-	if err != nil {
+	var (
+		u   *net.UDPConn
+		l   net.Listener
+		ua  netip.AddrPort
+		err error
+	)
+	for range tries {
+		u, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+		if err != nil {
+			return fmt.Errorf("recorder: listen udp %s: %w", ap, err)
+		}
+		ua = u.LocalAddr().(*net.UDPAddr).AddrPort()
+		var lc net.ListenConfig
+		l, err = lc.Listen(ctx, "tcp", ua.String())
+		if err == nil {
+			break
+		}
 		u.Close()
+	}
+	if err != nil {
 		return fmt.Errorf("recorder: listen tcp %s: %w", ua, err)
 	}
+	r.udp = u
+	r.addrs["udp"] = ua
 	r.tcp = l.(*net.TCPListener)
 	r.addrs["tcp"] = r.tcp.Addr().(*net.TCPAddr).AddrPort()
 	cli, err := sipgo.NewClient(r.ua, sipgo.WithClientHostname(ua.Addr().String()))

@@ -168,6 +168,33 @@ func New(cfg Config, routes []Route, eng *bridge.Engine, log *slog.Logger, opts 
 // the bound addresses (useful with port 0).
 func (s *Server) Listen(ctx context.Context) error {
 	ap := netip.MustParseAddrPort(s.cfg.Listen)
+	// With port 0 the second transport takes the first one's port; that port
+	// may be busy for the other protocol, so try a few times.
+	tries := 1
+	if ap.Port() == 0 {
+		tries = 20
+	}
+	var err error
+	for range tries {
+		if err = s.bindTransports(ctx, ap); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.listenTLS(ctx); err != nil {
+		s.closeListeners()
+		return err
+	}
+	return s.startClient(ap)
+}
+
+// bindTransports binds every configured transport on ap's address and one
+// port (with port 0, the port the first transport got).
+func (s *Server) bindTransports(ctx context.Context, ap netip.AddrPort) error {
+	clear(s.addrs)
+	s.udp, s.tcp = nil, nil
 	port := ap.Port()
 	for _, t := range s.cfg.Transports {
 		switch strings.ToLower(t) {
@@ -197,10 +224,11 @@ func (s *Server) Listen(ctx context.Context) error {
 			}
 		}
 	}
-	if err := s.listenTLS(ctx); err != nil {
-		s.closeListeners()
-		return err
-	}
+	return nil
+}
+
+// startClient creates the UAC side and the dialog UAs per transport.
+func (s *Server) startClient(ap netip.AddrPort) error {
 	host := ap.Addr().String()
 	var err error
 	s.cli, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(host), sipgo.WithClientLogger(s.stackLog))
