@@ -74,6 +74,9 @@ type HTTPConfig struct {
 	// Admins lists supervisors (by user) who may read the audit trail,
 	// GET /api/v1/audit. Default empty: nobody, once supervisors sign in.
 	Admins []string `yaml:"admins"`
+	// Pprof serves Go's profiler under /debug/pprof/ (for measuring what
+	// limits a load run). Default false.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Defaults fills every unset field.
