@@ -32,6 +32,19 @@ type monitors struct {
 	// droppedSIP counts what SIP supervisors sent (every leg's onDrop).
 	droppedSIP atomic.Uint64
 	sipLegs    map[string]*sipMonitor // live SIP supervisor legs by session id (monitor_sip.go)
+
+	// audit records every monitoring session's start and end, however it
+	// ends (the supervisor leaves, the call ends, bib stops). Set by the
+	// server; nil records nothing.
+	audit func(AuditRecord)
+}
+
+// auditSession writes a monitor.start or monitor.end record.
+func (m *monitors) auditSession(action, user, callID, source string, detail map[string]any) {
+	if m.audit == nil {
+		return
+	}
+	m.audit(AuditRecord{Actor: user, Action: action, Target: callID, Source: source, Outcome: auditOK, Detail: detail})
 }
 
 // monCall is one monitored call.
@@ -103,6 +116,8 @@ func (m *monitors) ended(mc *monCall) {
 func (m *monitors) closeListener(mc *monCall, l *listener, why string) {
 	l.sess.Close()
 	m.droppedClosed.Add(l.sess.Dropped())
+	m.auditSession("monitor.end", l.user, mc.id, "", map[string]any{"via": "webrtc", "session": l.sess.ID(), "reason": why,
+		"seconds": int(time.Since(l.started).Seconds()), "supervisor_packets_dropped": l.sess.Dropped()})
 	m.log.Info("supervisor stopped listening", "call_id", mc.id, "user", l.user, "session", l.sess.ID(),
 		"reason", why, "supervisor_packets_dropped", l.sess.Dropped(), "duration", time.Since(l.started).Round(time.Second).String())
 }
@@ -155,6 +170,7 @@ func (m *monitors) addWHEP(ctx context.Context, c *bridge.Call, offer, user stri
 		}
 	}()
 	m.log.Info("supervisor listening", "call_id", c.ID(), "user", user, "line", line, "agent_side", side.String(), "session", sess.ID(), "via", "webrtc")
+	m.auditSession("monitor.start", user, c.ID(), "", map[string]any{"via": "webrtc", "session": sess.ID(), "line": line})
 	return answer, sess, nil
 }
 

@@ -116,6 +116,7 @@ func (sm *sipMonitor) SetRemote(d bridge.MediaDesc) (bridge.Codec, error) {
 	}()
 	sm.m.log.Info("supervisor listening", "call_id", sm.callID, "user", sm.user, "line", sm.line, "agent_side", sm.side.String(),
 		"session", sm.id, "via", "sip-"+sm.via, "peer", sm.peer, "codec", c.Name)
+	sm.m.auditSession("monitor.start", sm.user, sm.callID, sm.peer, map[string]any{"via": "sip-" + sm.via, "session": sm.id, "line": sm.line})
 	return c, nil
 }
 
@@ -140,6 +141,10 @@ func (sm *sipMonitor) Close(reason string) {
 	sm.m.mu.Lock()
 	delete(sm.m.sipLegs, sm.id)
 	sm.m.mu.Unlock()
+	if detach != nil { // it was listening
+		sm.m.auditSession("monitor.end", sm.user, sm.callID, sm.peer, map[string]any{"via": "sip-" + sm.via, "session": sm.id,
+			"reason": reason, "seconds": int(time.Since(sm.started).Seconds()), "supervisor_packets_dropped": sm.leg.Dropped()})
+	}
 	sm.m.log.Info("supervisor stopped listening", "call_id", sm.callID, "user", sm.user, "session", sm.id, "via", "sip-"+sm.via,
 		"reason", reason, "supervisor_packets_dropped", sm.leg.Dropped(), "packets_sent", sm.leg.Stats().PacketsSent,
 		"duration", time.Since(sm.started).Round(time.Second).String())

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -275,6 +277,22 @@ func TestMonitorSIPEndToEnd(t *testing.T) {
 		}
 	}
 	waitMetric(t, ctx, ts, "bib_monitor_sessions_active", 0)
+	// Both monitoring sessions are in the audit trail, start and end, the
+	// SIP one ended by the end of the call.
+	auditPath := filepath.Join(ts.cfg.Data, "audit.jsonl")
+	for {
+		b, _ := os.ReadFile(auditPath)
+		text := string(b)
+		if strings.Count(text, `"action":"monitor.start"`) >= 2 && strings.Count(text, `"action":"monitor.end"`) >= 2 &&
+			strings.Contains(text, `"via":"sip-dial-in"`) && strings.Contains(text, `"via":"webrtc"`) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("audit trail lacks the monitoring sessions:\n%s", text)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func waitMetric(t *testing.T, ctx context.Context, ts *testServer, name string, want uint64) {

@@ -123,6 +123,7 @@ func newServer(cfg Config, log *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	s := &server{cfg: cfg, log: log, policy: pol, engine: eng, calls: map[string]*callState{}, mon: newMonitors(eng, log)}
+	s.mon.audit = func(r AuditRecord) { s.audit().Record(context.Background(), r) }
 	if s.auth, err = newAuth(cfg.Supervisors, pol, time.Duration(cfg.HTTP.SessionTimeout), log, nil); err != nil {
 		return nil, err
 	}
