@@ -24,10 +24,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=200000x ./bridge/
 	$(GO) test -run '^$$' -bench . -benchmem ./bridge/codec/ ./recorder/ ./storage/
 
-## bench-load: the 500-call load run (relayed, recorded, 10% monitored) writing out/report.json and out/report.html
+## bench-load: the 500-call load run (relayed, recorded, forked to a bib recorder, 10% monitored) writing out/report.json, out/report.html and the bridge's CPU profile out/cpu.pprof
 bench-load: build
 	mkdir -p out
-	./$(BIN) load --spawn --calls 500 --rate 100 --duration 60s --supervisors 10% --record --json out/report.json --html out/report.html
+	./$(BIN) load --spawn --calls 500 --rate 100 --duration 60s --supervisors 10% --record --fork --cpuprofile out/cpu.pprof --json out/report.json --html out/report.html
 
 ## demo-shot: headless Chromium signs in to the demo's page, presses Listen and saves out/demo.png
 demo-shot:

@@ -196,6 +196,15 @@ func (s *Server) admit(req *sipmsg.Request, tx sipmsg.ServerTransaction, user st
 	if isInvite {
 		s.rejected.Add(1)
 	}
+	s.answerAuth(req, tx, user, src, res)
+	return false
+}
+
+// answerAuth answers a request whose digest check did not pass: a
+// challenge (401), or a refusal that says why (403, 400, 503 while the
+// source backs off).
+func (s *Server) answerAuth(req *sipmsg.Request, tx sipmsg.ServerTransaction, user string, src netip.Addr, res authResult) {
+	a := s.sec.auth
 	switch res {
 	case authChallenge:
 		s.respond(tx, req, 401, "Unauthorized", "", a.challengeHeaders(false)...)
@@ -211,7 +220,6 @@ func (s *Server) admit(req *sipmsg.Request, tx sipmsg.ServerTransaction, user st
 		s.refuse(req, tx, user, 503, "Service Unavailable", RefusedAuthBlocked, "too many failed authentications from your address",
 			sipmsg.NewHeader("Retry-After", retryAfter(a.blockedFor(src))))
 	}
-	return false
 }
 
 // refuse answers req and reports the refusal.

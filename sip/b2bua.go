@@ -1035,6 +1035,18 @@ func (c *call) answerOffer(req *sipmsg.Request, tx sipmsg.ServerTransaction, fro
 	if err := tx.Respond(res); err != nil {
 		c.log.Debug("respond to re-invite failed", "err", err)
 	}
+	b, ok := c.s.awaitAck(ackCh, res, from.transport, c.done)
+	if !ok {
+		c.log.Warn("no ACK for 2xx to re-INVITE", "leg", from.side.String())
+	}
+	return b
+}
+
+// awaitAck waits for the ACK of a 2xx bib sent to an INVITE, retransmitting
+// the 2xx over UDP from T1 doubling up to T2, for 64*T1 at most (RFC 3261
+// section 13.3.1.4). It returns the ACK's body; ok is false when no ACK
+// came in time (done closing is not a timeout).
+func (s *Server) awaitAck(ackCh <-chan []byte, res *sipmsg.Response, transport string, done <-chan struct{}) (body []byte, ok bool) {
 	interval := sipmsg.T1
 	retrans := time.NewTimer(interval)
 	defer retrans.Stop()
@@ -1043,18 +1055,17 @@ func (c *call) answerOffer(req *sipmsg.Request, tx sipmsg.ServerTransaction, fro
 	for {
 		select {
 		case b := <-ackCh:
-			return b
+			return b, true
 		case <-retrans.C:
-			if from.transport == "UDP" {
-				_ = c.s.srv.WriteResponse(res)
+			if transport == "UDP" {
+				_ = s.srv.WriteResponse(res)
 			}
 			interval = min(2*interval, sipmsg.T2)
 			retrans.Reset(interval)
 		case <-deadline.C:
-			c.log.Warn("no ACK for 2xx to re-INVITE", "leg", from.side.String())
-			return nil
-		case <-c.done:
-			return nil
+			return nil, false
+		case <-done:
+			return nil, true
 		}
 	}
 }

@@ -372,21 +372,7 @@ func (s *Server) admitMonitor(req *sipmsg.Request, tx sipmsg.ServerTransaction, 
 		return true
 	}
 	s.rejected.Add(1)
-	switch res {
-	case authChallenge:
-		s.respond(tx, req, 401, "Unauthorized", "", a.challengeHeaders(false)...)
-	case authStale:
-		s.respond(tx, req, 401, "Unauthorized", "", a.challengeHeaders(true)...)
-	case authReplay:
-		s.refuse(req, tx, user, 401, "Unauthorized", RefusedAuthReplay, "", a.challengeHeaders(false)...)
-	case authFailed:
-		s.refuse(req, tx, user, 403, "Forbidden", RefusedAuthFailed, "authentication failed")
-	case authBadRequest:
-		s.refuse(req, tx, user, 400, "Bad Request", RefusedAuthBad, "unusable digest credentials (want qop=auth, nc, cnonce, MD5 or SHA-256, uri = Request-URI)")
-	case authBlocked:
-		s.refuse(req, tx, user, 503, "Service Unavailable", RefusedAuthBlocked, "too many failed authentications from your address",
-			sipmsg.NewHeader("Retry-After", retryAfter(a.blockedFor(src))))
-	}
+	s.answerAuth(req, tx, user, src, res)
 	return false
 }
 
@@ -818,28 +804,11 @@ func (d *monitorDialog) answer(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 	if err := tx.Respond(res); err != nil {
 		d.log.Debug("respond to re-invite failed", "err", err)
 	}
-	interval := sipmsg.T1
-	retrans := time.NewTimer(interval)
-	defer retrans.Stop()
-	deadline := time.NewTimer(64 * sipmsg.T1)
-	defer deadline.Stop()
-	for {
-		select {
-		case b := <-ackCh:
-			return b
-		case <-retrans.C:
-			if d.transport == "UDP" {
-				_ = d.s.srv.WriteResponse(res)
-			}
-			interval = min(2*interval, sipmsg.T2)
-			retrans.Reset(interval)
-		case <-deadline.C:
-			d.log.Warn("monitoring: no ACK for 2xx to re-INVITE")
-			return nil
-		case <-d.done:
-			return nil
-		}
+	b, ok := d.s.awaitAck(ackCh, res, d.transport, d.done)
+	if !ok {
+		d.log.Warn("monitoring: no ACK for 2xx to re-INVITE")
 	}
+	return b
 }
 
 // MonitorDial is a monitoring call bib places to a supervisor's phone.

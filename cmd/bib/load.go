@@ -71,7 +71,11 @@ func loadMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", 0, "bound on each INVITE (default 10s)")
 	fs.Var(ratio{&cfg.Supervisors}, "supervisors", "fraction of calls a supervisor monitors (0.1 or 10%)")
 	fs.BoolVar(&cfg.Record, "record", false, "record every call and check the recordings")
-	fs.BoolVar(&cfg.Fork, "fork", false, "also fork recordings call-manager style to a bib recorder (not available yet)")
+	fs.BoolVar(&cfg.Fork, "fork", false, "also fork every call to a recorder (--spawn starts a bib recorder) and check its recordings")
+	fs.StringVar(&cfg.ForkProtocol, "fork-protocol", "cucm", "fork protocol with --spawn: cucm (call-manager style, delayed offer) or siprec")
+	fs.StringVar(&cfg.RecorderHTTP, "recorder-http", "", "recorder HTTP base URL for /api/v1/recordings when not spawned, e.g. http://127.0.0.1:8081")
+	fs.IntVar(&cfg.RecorderPID, "recorder-pid", 0, "pid of a local recorder to sample CPU and memory from /proc")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "save a CPU profile of the bridge over the middle half of the run to this file (--spawn enables pprof)")
 	fs.IntVar(&cfg.FidelitySample, "fidelity-sample", 10, "recordings downloaded and compared with what was sent")
 	fs.Var(ratio{&cfg.Impair.Loss}, "loss", "probability each sender drops a packet (0.01 or 1%)")
 	fs.DurationVar(&cfg.Impair.Jitter, "jitter", 0, "each packet is delayed by a random time up to this")
@@ -191,9 +195,29 @@ func printSummary(w io.Writer, r *load.Report) {
 		fmt.Fprintf(w, "  record    %d expected, %d found, %d complete (%.1f%%); max skew %.1f ms; min correlation %.2f\n",
 			g.Expected, g.Found, g.Complete, 100*g.Completeness, g.MaxSkewMS, g.MinCorrelation)
 	}
+	if r.Settings.Fork {
+		g := r.Forks
+		fmt.Fprintf(w, "  forks     %d expected, %d found at the recorder, %d complete (%.1f%%); max skew %.1f ms; min correlation %.2f\n",
+			g.Expected, g.Found, g.Complete, 100*g.Completeness, g.MaxSkewMS, g.MinCorrelation)
+	}
 	if b := r.Bridge; b.PID != 0 {
 		fmt.Fprintf(w, "  bridge    pid %d: %.2f CPU s (%.0f%% mean), RSS max %.1f MiB, %d packets relayed, %.2f µs CPU per packet\n",
 			b.PID, b.CPUSeconds, b.CPUPercentMean, float64(b.RSSMaxBytes)/(1<<20), b.PacketsRelayed, b.CPUUSPerPacket)
+	}
+	if g := r.Recorder; g.PID != 0 {
+		fmt.Fprintf(w, "  recorder  pid %d: %.2f CPU s, RSS max %.1f MiB\n", g.PID, g.CPUSeconds, float64(g.RSSMaxBytes)/(1<<20))
+	}
+	if p := r.Profile; p != nil {
+		fmt.Fprintf(w, "  profile   %s: %.2f CPU s sampled over %.0f s from t=%.0f s; top by flat CPU:\n", p.File, p.CPUSeconds, p.Seconds, p.StartS)
+		for _, e := range p.Top {
+			fmt.Fprintf(w, "            %5.1f%% flat %5.1f%% cum  %s\n", e.FlatPct, e.CumPct, e.Function)
+		}
+		if len(p.Syscalls) > 0 {
+			fmt.Fprintf(w, "            system calls %.1f%% of CPU, by caller:\n", p.SyscallPct)
+			for _, e := range p.Syscalls {
+				fmt.Fprintf(w, "            %5.1f%%  %s\n", e.FlatPct, e.Function)
+			}
+		}
 	}
 	for _, f := range r.Failures {
 		fmt.Fprintln(w, "  FAIL:", f)

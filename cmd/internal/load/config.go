@@ -46,9 +46,23 @@ type Config struct {
 	Supervisors float64
 	// Record asks for every call to be recorded and checks the recordings.
 	Record bool
-	// Fork asks for call-manager-style recording forks to a `bib recorder`
-	// (Spawn starts one). Not available yet in bib: reported.
+	// Fork asks for recording forks to a `bib recorder` and checks the
+	// recorder's recordings. Spawn starts the recorder and points every
+	// agent device at it; otherwise RecorderHTTP names its API.
 	Fork bool
+	// ForkProtocol is cucm (call-manager style, delayed offer) or siprec.
+	// Default cucm. Used with Spawn.
+	ForkProtocol string
+	// RecorderHTTP is the recorder's HTTP base URL (its recordings API).
+	// Set automatically with Spawn.
+	RecorderHTTP string
+	// RecorderPID is a local recorder process to sample through procfs
+	// (the spawned one's with Spawn).
+	RecorderPID int
+	// CPUProfile, when set, is the file a CPU profile of the bridge (taken
+	// over the middle half of Duration from /debug/pprof/profile) is saved
+	// to; its top functions go in the report. Spawn enables the profiler.
+	CPUProfile string
 	// FidelitySample is how many recordings are downloaded and compared
 	// with what the parties sent. Default 10.
 	FidelitySample int
@@ -122,6 +136,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Codec == "" {
 		c.Codec = "pcmu"
+	}
+	if c.ForkProtocol == "" {
+		c.ForkProtocol = "cucm"
 	}
 	if c.AgentListen == "" {
 		c.AgentListen = "127.0.0.1:0"
@@ -221,8 +238,21 @@ func (c *Config) Validate() error {
 	if c.BridgePID < 0 {
 		bad("bridge-pid", "%d is negative", c.BridgePID)
 	}
-	if c.BridgeHTTP != "" && !strings.HasPrefix(c.BridgeHTTP, "http://") && !strings.HasPrefix(c.BridgeHTTP, "https://") {
-		bad("bridge-http", "%q is not an http:// URL", c.BridgeHTTP)
+	for _, u := range []struct{ flag, v string }{{"bridge-http", c.BridgeHTTP}, {"recorder-http", c.RecorderHTTP}} {
+		if u.v != "" && !strings.HasPrefix(u.v, "http://") && !strings.HasPrefix(u.v, "https://") {
+			bad(u.flag, "%q is not an http:// URL", u.v)
+		}
+	}
+	switch c.ForkProtocol {
+	case "cucm", "siprec":
+	default:
+		bad("fork-protocol", "%q is not cucm or siprec", c.ForkProtocol)
+	}
+	if c.RecorderPID < 0 {
+		bad("recorder-pid", "%d is negative", c.RecorderPID)
+	}
+	if c.CPUProfile != "" && !c.Spawn && c.BridgeHTTP == "" {
+		bad("cpuprofile", "needs --spawn or --bridge-http (a bridge serving /debug/pprof/)")
 	}
 	t := c.Thresholds
 	if t.MaxLoss < 0 || t.MaxLoss > 1 {

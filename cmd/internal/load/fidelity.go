@@ -236,13 +236,16 @@ func compareChannel(rec, sent []int16, rate, offset int) fidelity {
 	b := rec[lo:hi]
 	lagD, _ := codec.Correlate(decimate(a, dec), decimate(b, dec), 2*search/dec)
 	lag := lagD * dec
-	// Refine at full rate around the coarse lag.
+	// Refine at full rate around the coarse lag. The lag may be negative
+	// (the sender started before the recording: a recorder's fork starts
+	// after the call's first packets); the fine search then reaches back
+	// from the start of b.
 	rlo := max(0, lag-2*dec)
 	rhi := min(len(b), lag+len(a)+2*dec)
 	if rhi-rlo < len(a)/2 {
 		return fidelity{}
 	}
-	fine, coeff := codec.Correlate(a, b[rlo:rhi], 4*dec)
+	fine, coeff := codec.Correlate(a, b[rlo:rhi], abs(lag-rlo)+2*dec)
 	lag = rlo + fine
 	// lag is a's position in b; nominal position is search - shift.
 	errSamples := lag - (search - shift)
@@ -265,6 +268,13 @@ func compareChannel(rec, sent []int16, rate, offset int) fidelity {
 		f.audioRatio = float64(heard) / float64(speech)
 	}
 	return f
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 func decimate(x []int16, k int) []int16 {

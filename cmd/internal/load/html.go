@@ -11,7 +11,7 @@ import (
 // WriteHTML writes one self-contained page (inline SVG, inline CSS, no
 // script, no network) with the run's charts and summary table.
 func (r *Report) WriteHTML(w io.Writer) error {
-	var t, active, loss, p99, cpu, rss []float64
+	var t, active, loss, p99, cpu, rss, rcpu []float64
 	for _, s := range r.Series {
 		t = append(t, s.T)
 		active = append(active, float64(s.Active))
@@ -19,6 +19,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		p99 = append(p99, s.P99MS)
 		cpu = append(cpu, s.BridgeCPUPct)
 		rss = append(rss, float64(s.BridgeRSS)/(1<<20))
+		rcpu = append(rcpu, s.RecorderCPUPct)
 	}
 	charts := []template.HTML{
 		lineChart("Concurrent calls", "calls", t, active),
@@ -30,6 +31,9 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		charts = append(charts,
 			lineChart("Bridge CPU", "% of one core", t, cpu),
 			lineChart("Bridge RSS", "MiB", t, rss))
+	}
+	if r.Recorder.PID != 0 {
+		charts = append(charts, lineChart("Recorder CPU", "% of one core", t, rcpu))
 	}
 	return pageTmpl.Execute(w, struct {
 		R      *Report
@@ -49,6 +53,7 @@ func (r *Report) summaryRows() [][2]string {
 		return s
 	}
 	c, rt, sv, rc, b := r.Calls, r.RTP, r.Supervisors, r.Recordings, r.Bridge
+	fk, rp := r.Forks, r.Recorder
 	return [][2]string{
 		{"target", f("%s (spawned: %v)", r.Target, r.Spawned)},
 		{"calls attempted / established / failed / dropped", f("%d / %d / %d / %d", c.Attempted, c.Established, c.Failed, c.Dropped)},
@@ -63,9 +68,12 @@ func (r *Report) summaryRows() [][2]string {
 		{"supervisor streams / packets received / leaked to parties", na(sv.Available, f("%d / %d / %d", sv.Streams, sv.PacketsReceived, sv.LeakedToParties))},
 		{"recordings expected / found / complete", na(rc.Available, f("%d / %d / %d", rc.Expected, rc.Found, rc.Complete))},
 		{"recordings completeness, max skew ms, min correlation", na(rc.Available, f("%.3f, %.3f, %.3f", rc.Completeness, rc.MaxSkewMS, rc.MinCorrelation))},
+		{"forked recordings expected / found / complete (at the recorder)", na(fk.Available, f("%d / %d / %d", fk.Expected, fk.Found, fk.Complete))},
+		{"forks completeness, max skew ms, min correlation", na(fk.Available, f("%.3f, %.3f, %.3f", fk.Completeness, fk.MaxSkewMS, fk.MinCorrelation))},
 		{"bridge CPU s / mean CPU %", na(b.PID != 0, f("%.3f / %.1f", b.CPUSeconds, b.CPUPercentMean))},
 		{"bridge RSS max", na(b.PID != 0, f("%.1f MiB", float64(b.RSSMaxBytes)/(1<<20)))},
 		{"bridge packets relayed, CPU µs per packet", na(b.Metrics, f("%d, %.3f", b.PacketsRelayed, b.CPUUSPerPacket))},
+		{"recorder CPU s / RSS max", na(rp.PID != 0, f("%.3f / %.1f MiB", rp.CPUSeconds, float64(rp.RSSMaxBytes)/(1<<20)))},
 		{"harness CPU s", f("%.3f", r.Harness.CPUSeconds)},
 	}
 }
@@ -199,11 +207,18 @@ td:nth-child(2){font-variant-numeric:tabular-nums}
 <h1>bib load — verdict: <span class="{{.R.Verdict}}">{{.R.Verdict}}</span></h1>
 <p class="muted">Started {{.R.Started.Format "2006-01-02 15:04:05 MST"}}, {{.R.DurationS}} s.
 {{.R.Settings.Calls}} concurrent calls at {{.R.Settings.Rate}} calls/s for {{.R.Settings.DurationS}} s, codec {{.R.Settings.Codec}},
-supervisors {{.R.Settings.Supervisors}}, record {{.R.Settings.Record}}.</p>
+supervisors {{.R.Settings.Supervisors}}, record {{.R.Settings.Record}}, fork {{.R.Settings.Fork}}{{with .R.Settings.ForkProto}} ({{.}}){{end}}.</p>
 {{if .R.Failures}}<h2>Failures</h2><ul>{{range .R.Failures}}<li class="fail">{{.}}</li>{{end}}</ul>{{end}}
 {{if .R.Notes}}<h2>Notes</h2><ul>{{range .R.Notes}}<li>{{.}}</li>{{end}}</ul>{{end}}
 <h2>Summary</h2>
 <table>{{range .Rows}}<tr><th>{{index . 0}}</th><td>{{index . 1}}</td></tr>{{end}}</table>
+{{with .R.Profile}}<h2>What limits the bridge: CPU profile</h2>
+<p class="muted">{{.CPUSeconds}} CPU s sampled over {{.Seconds}} s from t = {{.StartS}} s; saved to {{.File}} (<code>go tool pprof -top {{.File}}</code>).</p>
+<table><tr><th>flat %</th><th>cum %</th><th>function</th></tr>
+{{range .Top}}<tr><td>{{printf "%.2f" .FlatPct}}</td><td>{{printf "%.2f" .CumPct}}</td><td>{{.Function}}</td></tr>{{end}}</table>
+{{if .Syscalls}}<p>System calls: {{printf "%.1f" .SyscallPct}} % of the sampled CPU, by the first caller outside the standard library:</p>
+<table><tr><th>% of CPU</th><th>caller</th></tr>
+{{range .Syscalls}}<tr><td>{{printf "%.2f" .FlatPct}}</td><td>{{.Function}}</td></tr>{{end}}</table>{{end}}{{end}}
 <h2>Over time</h2>
 <div class="charts">{{range .Charts}}{{.}}{{end}}</div>
 <p class="muted">Thresholds: loss ≤ {{.R.Settings.Thresholds.MaxLoss}}, p99 latency ≤ {{.R.Settings.Thresholds.MaxP99MS}} ms,

@@ -274,6 +274,9 @@ func TestReportJSONNames(t *testing.T) {
 		"supervisors.streams", "supervisors.packets_received", "supervisors.leaked_to_parties",
 		"recordings.expected", "recordings.found", "recordings.complete", "recordings.completeness", "recordings.max_skew_ms",
 		"bridge.cpu_seconds", "bridge.rss_max_bytes", "bridge.packets_relayed", "bridge.cpu_us_per_packet",
+		"forks.available", "forks.expected", "forks.found", "forks.complete", "forks.completeness", "forks.max_skew_ms",
+		"forks.min_correlation", "forks.min_audio_ratio", "forks.sampled",
+		"recorder.cpu_seconds", "recorder.rss_max_bytes",
 		"verdict", "failures", "notes",
 	} {
 		var v any = m
@@ -290,6 +293,37 @@ func TestReportJSONNames(t *testing.T) {
 	}
 	if m["verdict"] != "fail" {
 		t.Errorf("an empty run must fail, got %v", m["verdict"])
+	}
+	if _, ok := m["profile"]; ok {
+		t.Error("profile present without --cpuprofile")
+	}
+	// With a profile and fork counters.
+	r.Profile = &ProfileReport{File: "cpu.pprof", Top: []ProfileEntry{{Function: "f", FlatPct: 12.5, CumPct: 40}}}
+	r.Forks.BridgeMetrics = map[string]float64{"bib_fork_started_total": 3}
+	buf.Reset()
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Profile struct {
+			Top []struct {
+				Function string  `json:"function"`
+				FlatPct  float64 `json:"flat_pct"`
+				CumPct   float64 `json:"cum_pct"`
+			} `json:"top"`
+		} `json:"profile"`
+		Forks struct {
+			BridgeMetrics map[string]float64 `json:"bridge_metrics"`
+		} `json:"forks"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Profile.Top) != 1 || p.Profile.Top[0].Function != "f" || p.Profile.Top[0].FlatPct != 12.5 || p.Profile.Top[0].CumPct != 40 {
+		t.Errorf("profile.top = %+v", p.Profile.Top)
+	}
+	if p.Forks.BridgeMetrics["bib_fork_started_total"] != 3 {
+		t.Errorf("forks.bridge_metrics = %v", p.Forks.BridgeMetrics)
 	}
 }
 
@@ -320,6 +354,18 @@ func TestJudge(t *testing.T) {
 			r.Recordings = RecordingReport{Available: true, Expected: 10, Found: 10, Complete: 9, Completeness: 0.9}
 		}, "fail", "Recordings 90.00% complete"},
 		{"misrouted", func(r *Report, _ *Config) { r.RTP.Misrouted = 3 }, "fail", "wrong party"},
+		{"forks missing", func(r *Report, c *Config) { c.Fork = true }, "fail", "recorder's recordings are not available"},
+		{"forks incomplete", func(r *Report, c *Config) {
+			c.Fork = true
+			r.Forks.RecordingReport = RecordingReport{Available: true, Expected: 10, Found: 9, Complete: 9, Completeness: 0.9}
+		}, "fail", "Forked recordings 90.00% complete"},
+		{"forks complete", func(r *Report, c *Config) {
+			c.Fork = true
+			r.Forks.RecordingReport = RecordingReport{Available: true, Expected: 10, Found: 10, Complete: 10, Completeness: 1}
+		}, "pass", ""},
+		{"forks not asked", func(r *Report, c *Config) {
+			r.Forks.RecordingReport = RecordingReport{Available: true, Expected: 10, Completeness: 0}
+		}, "pass", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, c := base(), cfg
@@ -373,6 +419,9 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Codec = "opus" }, "--codec"},
 		{func(c *Config) { c.CustomerListen = "0.0.0.0:5070" }, "--customer-listen"},
 		{func(c *Config) { c.BridgeHTTP = "127.0.0.1:8080" }, "--bridge-http"},
+		{func(c *Config) { c.RecorderHTTP = "127.0.0.1:8081" }, "--recorder-http"},
+		{func(c *Config) { c.ForkProtocol = "h323" }, "--fork-protocol"},
+		{func(c *Config) { c.Spawn = false; c.Target = "127.0.0.1:5060"; c.CPUProfile = "x.pprof" }, "--cpuprofile"},
 	} {
 		c := Config{Spawn: true}
 		c.Defaults()
@@ -390,13 +439,105 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestSpawnConfig(t *testing.T) {
-	y := spawnConfig(spawnOptions{calls: 3, customer: netip.MustParseAddrPort("127.0.0.1:5999"), prefix: "2", firstLine: 10001,
-		record: true, monitor: true, supUser: "s", supPass: "p", logLevel: "warn"}, "/tmp/x")
+	o := spawnOptions{calls: 3, customer: netip.MustParseAddrPort("127.0.0.1:5999"), prefix: "2", firstLine: 10001,
+		record: true, monitor: true, supUser: "s", supPass: "p", logLevel: "warn", rtpPorts: [2]int{30000, 30999}}
+	y := spawnConfig(o, "/tmp/x")
 	for _, want := range []string{"CSFLOAD0003", `line: "10003"`, "recording: automatic", "builtin_bridge_enable: true",
-		`target: "sip:${user}@127.0.0.1:5999"`, `match: "regex:2\\d+"`, "listen: 127.0.0.1:0"} {
+		`target: "sip:${user}@127.0.0.1:5999"`, `match: "regex:2\\d+"`, "listen: 127.0.0.1:0", "rtp_ports: 30000-30999"} {
 		if !strings.Contains(y, want) {
 			t.Errorf("config lacks %q:\n%s", want, y)
 		}
+	}
+	for _, bad := range []string{"recording_profile", "pprof"} {
+		if strings.Contains(y, bad) {
+			t.Errorf("config without forks or profile has %q:\n%s", bad, y)
+		}
+	}
+	// Forks without --record still record (forks need automatic
+	// recording); every device names the profile; pprof on.
+	o.record, o.fork, o.forkProtocol, o.pprof = false, netip.MustParseAddrPort("127.0.0.1:5088"), "cucm", true
+	y = spawnConfig(o, "/tmp/x")
+	for _, want := range []string{"recording_profiles:", `destination: "sip:rec@127.0.0.1:5088", protocol: cucm, offer: delayed`,
+		"pprof: true", "recording: automatic"} {
+		if !strings.Contains(y, want) {
+			t.Errorf("config lacks %q:\n%s", want, y)
+		}
+	}
+	if n := strings.Count(y, "recording_profile: load"); n != 3 {
+		t.Errorf("%d devices fork, want 3:\n%s", n, y)
+	}
+	o.forkProtocol = "siprec"
+	if y = spawnConfig(o, "/tmp/x"); !strings.Contains(y, "protocol: siprec, offer: early") {
+		t.Errorf("siprec profile:\n%s", y)
+	}
+}
+
+func TestPickPortRanges(t *testing.T) {
+	for range 50 {
+		r, err := pickPortRanges(bridgePortCount(500, true, true), recorderPortCount(500))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r[0][0] < 20000 || r[1][1] > 60000 || r[0][0]%2 != 0 || r[1][0]%2 != 0 {
+			t.Fatalf("ranges %v outside 20000..60000 or odd", r)
+		}
+		if r[0][1]-r[0][0]+1 < bridgePortCount(500, true, true) || r[1][1]-r[1][0]+1 < recorderPortCount(500) {
+			t.Fatalf("ranges %v too small", r)
+		}
+		if r[1][0] <= r[0][1] {
+			t.Fatalf("ranges %v overlap", r)
+		}
+	}
+	if _, err := pickPortRanges(bridgePortCount(20000, true, false)); err == nil {
+		t.Error("60000 ports fitted in 40000")
+	}
+}
+
+func TestForkMetrics(t *testing.T) {
+	before := parseMetrics("bib_fork_started_total 3\nbib_fork_failures_total 1\nbib_calls_total 9\n")
+	after := parseMetrics("bib_fork_started_total 10\nbib_fork_failures_total 1\nbib_fork_lost_total 2\nbib_calls_total 20\n")
+	d := metricDiff(forkMetrics(before), forkMetrics(after))
+	want := map[string]float64{"bib_fork_started_total": 7, "bib_fork_failures_total": 0, "bib_fork_lost_total": 2}
+	if len(d) != len(want) {
+		t.Fatalf("diff %v, want %v", d, want)
+	}
+	for k, v := range want {
+		if d[k] != v {
+			t.Errorf("%s = %v, want %v", k, d[k], v)
+		}
+	}
+}
+
+// The summary table has the fork row and the recorder's cost; the CPU
+// profile's top functions are listed.
+func TestHTMLForksAndProfile(t *testing.T) {
+	r := &Report{Verdict: "pass", Recorder: RecorderReport{PID: 2, CPUSeconds: 1.5, RSSMaxBytes: 40 << 20}}
+	r.Settings.Fork = true
+	r.Forks.RecordingReport = RecordingReport{Available: true, Expected: 500, Found: 500, Complete: 499, Completeness: 0.998}
+	r.Profile = &ProfileReport{File: "out/cpu.pprof", Seconds: 30, CPUSeconds: 21.5,
+		Top:        []ProfileEntry{{Function: "syscall.Syscall6<x>", FlatPct: 31.25, CumPct: 33}},
+		SyscallPct: 40, Syscalls: []ProfileEntry{{Function: "bridge.(*ForkStream).sendRaw", FlatPct: 22.5, CumPct: 22.5}}}
+	var buf bytes.Buffer
+	if err := r.WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	s := buf.String()
+	for _, want := range []string{"forked recordings expected / found / complete", "500 / 500 / 499", "0.998",
+		"recorder CPU s / RSS max", "1.500 / 40.0 MiB", "CPU profile", "31.25", "syscall.Syscall6&lt;x&gt;", "Recorder CPU",
+		"System calls: 40.0 %", "22.50", "bridge.(*ForkStream).sendRaw"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	// Without forks the row says so.
+	r.Forks = ForkReport{}
+	r.Profile = nil
+	buf.Reset()
+	if err := r.WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "CPU profile") {
+		t.Error("profile section without a profile")
 	}
 }
 
@@ -437,6 +578,25 @@ func TestFidelityCompare(t *testing.T) {
 	// Silence where the audio should be: nothing heard.
 	if x := compareChannel(make([]int16, n), sentA, 8000, 1600); x.audioRatio != 0 {
 		t.Fatalf("silence heard %+v", x)
+	}
+}
+
+// A recorder's fork may start after the parties' first packets: the
+// recording then lacks the first few milliseconds and the sent audio sits
+// at a negative offset. The short call (no 1 s skip) must still match.
+func TestFidelityCompareLateRecording(t *testing.T) {
+	a, err := prompt.Get("agent", "PCMU")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := a.Expected(nil, 3, 175)               // 3.5 s
+	for _, late := range []int{8, 40, 160, 800} { // 1, 5, 20, 100 ms
+		rec := append([]int16(nil), sent[late:]...)
+		rec = append(rec, make([]int16, 800)...)
+		f := compareChannel(rec, sent, 8000, -late)
+		if f.coeff < 0.99 || math.Abs(f.offsetErrMS) > 0.2 || f.audioRatio < 0.95 {
+			t.Errorf("recording %d samples late: %+v", late, f)
+		}
 	}
 }
 

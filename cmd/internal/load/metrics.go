@@ -67,3 +67,27 @@ func scrape(ctx context.Context, base string) (map[string]float64, error) {
 // metricRelayed is the bridge's counter of RTP packets sent on to the
 // other party.
 const metricRelayed = "bib_rtp_packets_relayed_total"
+
+// forkPrefix names the bridge's recording fork counters.
+const forkPrefix = "bib_fork_"
+
+// forkMetrics picks the bib_fork_* series out of a scrape.
+func forkMetrics(m map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, forkPrefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// metricDiff is after - before for every series in after (counters over a
+// run; a series missing before counts from 0).
+func metricDiff(before, after map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(after))
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
+}

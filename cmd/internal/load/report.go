@@ -20,9 +20,12 @@ type Report struct {
 	RTP         RTPReport        `json:"rtp"`
 	Supervisors SupervisorReport `json:"supervisors"`
 	Recordings  RecordingReport  `json:"recordings"`
+	Forks       ForkReport       `json:"forks"`
 	Bridge      BridgeReport     `json:"bridge"`
+	Recorder    RecorderReport   `json:"recorder"`
 	Harness     HarnessReport    `json:"harness"`
-	Verdict     string           `json:"verdict"` // "pass" or "fail"
+	Profile     *ProfileReport   `json:"profile,omitempty"` // --cpuprofile
+	Verdict     string           `json:"verdict"`           // "pass" or "fail"
 	Failures    []string         `json:"failures"`
 	Notes       []string         `json:"notes"`
 	Series      []Sample         `json:"series"`
@@ -38,6 +41,7 @@ type Settings struct {
 	Supervisors float64    `json:"supervisors"`
 	Record      bool       `json:"record"`
 	Fork        bool       `json:"fork"`
+	ForkProto   string     `json:"fork_protocol,omitempty"`
 	Codec       string     `json:"codec"`
 	Impair      Impairment `json:"impairment"`
 	Thresholds  Thresholds `json:"thresholds"`
@@ -117,6 +121,28 @@ type RecordingReport struct {
 	MinAudioRatio  float64 `json:"min_audio_ratio"` // recorded audio / audio sent, worst sampled channel
 }
 
+// ForkReport is about the recordings an external recorder made of the
+// calls from the bridge's recording forks: the same fields as
+// RecordingReport (forks.expected, forks.found, forks.complete,
+// forks.completeness, ...), where the recorder is, and the bridge's fork
+// counters.
+type ForkReport struct {
+	RecordingReport
+	Protocol string `json:"protocol,omitempty"` // cucm or siprec (spawned recorder)
+	Recorder string `json:"recorder,omitempty"` // the recorder's HTTP base URL
+	// BridgeMetrics are the bridge's bib_fork_* counters, difference over
+	// the run.
+	BridgeMetrics map[string]float64 `json:"bridge_metrics,omitempty"`
+}
+
+// RecorderReport is the recorder process's cost (spawned or --recorder-pid).
+type RecorderReport struct {
+	PID             int     `json:"pid,omitempty"`
+	CPUSeconds      float64 `json:"cpu_seconds"` // during the calls
+	RSSMaxBytes     uint64  `json:"rss_max_bytes"`
+	ProcessCPUTotal float64 `json:"process_cpu_seconds_total,omitempty"` // whole life, from the exit status (spawned only)
+}
+
 // BridgeReport is the bridge process's cost while the calls ran.
 type BridgeReport struct {
 	PID             int     `json:"pid,omitempty"`
@@ -150,6 +176,8 @@ type Sample struct {
 	P99MS        float64 `json:"p99_ms"`
 	BridgeCPUPct float64 `json:"bridge_cpu_pct"`
 	BridgeRSS    uint64  `json:"bridge_rss_bytes"`
+	// RecorderCPUPct is the recorder process's CPU (forks), when known.
+	RecorderCPUPct float64 `json:"recorder_cpu_pct,omitempty"`
 }
 
 // Bar is one latency histogram bar: values up to LeMS.
@@ -218,8 +246,14 @@ func (r *Report) judge(cfg Config) {
 			add("Recordings %.2f%% complete (%d of %d expected, %d found), minimum %.2f%%.", 100*rec.Completeness, rec.Complete, rec.Expected, rec.Found, 100*t.MinCompleteness)
 		}
 	}
-	if cfg.Fork && !r.Recordings.Available {
-		add("Recording forks were requested (--fork) but are not available.")
+	if cfg.Fork {
+		fk := r.Forks
+		switch {
+		case !fk.Available:
+			add("Recording forks were requested (--fork) but the recorder's recordings are not available.")
+		case fk.Completeness < t.MinCompleteness:
+			add("Forked recordings %.2f%% complete (%d of %d expected, %d found at the recorder), minimum %.2f%%.", 100*fk.Completeness, fk.Complete, fk.Expected, fk.Found, 100*t.MinCompleteness)
+		}
 	}
 	r.Failures = f
 	if r.Failures == nil {

@@ -191,10 +191,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 		return nil, err
 	}
 
-	// The bridge.
-	var sp *spawned
+	// The recorder (forks) and the bridge.
+	var sp, rsp *spawned
 	bridgePID := cfg.BridgePID
 	httpBase := strings.TrimRight(cfg.BridgeHTTP, "/")
+	recorderPID := cfg.RecorderPID
+	recHTTP := strings.TrimRight(cfg.RecorderHTTP, "/")
 	if cfg.Spawn {
 		bin := cfg.BibBinary
 		if bin == "" {
@@ -203,12 +205,39 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 				return nil, fmt.Errorf("find bib binary: %w", err)
 			}
 		}
+		sizes := []int{bridgePortCount(cfg.Calls, cfg.Supervisors > 0, cfg.Fork)}
+		if cfg.Fork {
+			sizes = append(sizes, recorderPortCount(cfg.Calls))
+		}
+		ranges, err := pickPortRanges(sizes...)
+		if err != nil {
+			r.m.close()
+			return nil, fmt.Errorf("%w: --calls: %w", ErrConfig, err)
+		}
+		var forkTo netip.AddrPort
+		if cfg.Fork {
+			if rsp, err = spawnRecorder(ctx, bin, ranges[1], cfg.BridgeLogLevel, cfg.KeepDir); err != nil {
+				r.m.close()
+				return nil, err
+			}
+			defer rsp.cleanup()
+			forkTo, recorderPID, recHTTP = rsp.SIP, rsp.pid(), rsp.HTTP
+			report.Forks.Protocol = cfg.ForkProtocol
+			report.Settings.ForkProto = cfg.ForkProtocol
+			if cfg.KeepDir {
+				note("The spawned recorder's log and archive are kept in %s.", rsp.dir)
+			}
+		}
 		sp, err = spawnBridge(ctx, spawnOptions{
 			bin: bin, calls: cfg.Calls, customer: r.cust.addr, prefix: cfg.CustomerPrefix,
 			firstLine: cfg.FirstLine, record: cfg.Record, monitor: cfg.Supervisors > 0,
 			supUser: cfg.SupUser, supPass: cfg.SupPassword, logLevel: cfg.BridgeLogLevel, keep: cfg.KeepDir,
+			rtpPorts: ranges[0], fork: forkTo, forkProtocol: cfg.ForkProtocol, pprof: cfg.CPUProfile != "",
 		})
 		if err != nil {
+			if rsp != nil {
+				rsp.stop(5 * time.Second)
+			}
 			r.m.close()
 			return nil, err
 		}
@@ -219,14 +248,25 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 		if cfg.KeepDir {
 			note("The spawned bridge's config, log and data are kept in %s.", sp.dir)
 		}
-		if cfg.Fork {
-			note("--fork: `bib recorder` (call-manager-style recording forks) does not exist yet; no recorder was started.")
-		}
 	} else {
 		r.target = netip.MustParseAddrPort(cfg.Target)
 	}
 	report.Target = r.target.String()
 	report.Bridge.PID = bridgePID
+	report.Recorder.PID = recorderPID
+	report.Forks.Recorder = recHTTP
+	stopRecorder := func() {
+		if rsp == nil {
+			return
+		}
+		cpu, err := rsp.stop(20 * time.Second)
+		report.Recorder.ProcessCPUTotal = round3(cpu)
+		if err != nil {
+			note("Stopping the spawned recorder: %v", err)
+		}
+		rsp = nil
+	}
+	defer stopRecorder() // after the bridge: its draining BYEs end the forks
 	stopBridge := func() {
 		if sp == nil {
 			return
@@ -256,8 +296,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 	}
 
 	// Figures before the first call.
-	var before ProcSample
-	var haveProc bool
+	var before, recBefore ProcSample
+	var haveProc, haveRecProc bool
 	if bridgePID > 0 {
 		if before, err = readProc("/proc", bridgePID); err == nil {
 			haveProc = true
@@ -267,13 +307,22 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 	} else {
 		note("No local bridge process (use --spawn or --bridge-pid): no CPU or memory figures.")
 	}
+	if recorderPID > 0 {
+		if recBefore, err = readProc("/proc", recorderPID); err == nil {
+			haveRecProc = true
+		} else {
+			note("Recorder process %d: procfs not readable (%v); no CPU or memory figures.", recorderPID, err)
+		}
+	}
 	var relayedBefore float64
+	var forkBefore map[string]float64
 	haveMetrics := false
 	if httpBase != "" {
 		if mt, err := scrape(ctx, httpBase); err == nil {
 			if v, ok := mt[metricRelayed]; ok {
 				relayedBefore, haveMetrics = v, true
 			}
+			forkBefore = forkMetrics(mt)
 		}
 		if !haveMetrics {
 			note("The bridge's /metrics at %s has no %s: packets relayed unknown.", httpBase, metricRelayed)
@@ -283,7 +332,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 	}
 	harnessBefore, _ := readProc("/proc", os.Getpid())
 
-	// Calls, with a sampler and the progress line.
+	// Calls, with a sampler, the progress line and the CPU profile.
 	r.start = time.Now()
 	sctx, stopSampler := context.WithCancel(ctx)
 	samplerDone := make(chan struct{})
@@ -291,11 +340,34 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 	var maxRSS uint64
 	go func() {
 		defer close(samplerDone)
-		series, maxRSS = r.sample(sctx, bridgePID, progress)
+		series, maxRSS = r.sample(sctx, bridgePID, recorderPID, progress)
 	}()
+	type profResult struct {
+		raw []byte
+		err error
+	}
+	profC := make(chan profResult, 1)
+	profAfter, profSeconds := profileWindow(cfg.Duration)
+	if cfg.CPUProfile != "" {
+		go func() {
+			raw, err := fetchProfile(ctx, httpBase, r.start, profAfter, profSeconds)
+			profC <- profResult{raw, err}
+		}()
+	}
 	r.generate(ctx)
 	stopSampler()
 	<-samplerDone
+	if cfg.CPUProfile != "" {
+		res := <-profC
+		if res.err == nil {
+			report.Profile, res.err = saveProfile(res.raw, cfg.CPUProfile)
+		}
+		if res.err != nil {
+			note("CPU profile (--cpuprofile) not taken: %v.", res.err)
+		} else {
+			report.Profile.StartS, report.Profile.Seconds = round3(profAfter.Seconds()), float64(profSeconds)
+		}
+	}
 
 	// Everything has hung up; let stragglers arrive, then count.
 	time.Sleep(50 * time.Millisecond)
@@ -320,12 +392,23 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 			note("Bridge process %d disappeared during the run (%v).", bridgePID, err)
 		}
 	}
+	if haveRecProc {
+		if after, err := readProc("/proc", recorderPID); err == nil {
+			report.Recorder.CPUSeconds = round3(after.CPUSeconds - recBefore.CPUSeconds)
+			report.Recorder.RSSMaxBytes = max(after.HWMBytes, after.RSSBytes)
+		} else {
+			note("Recorder process %d disappeared during the run (%v).", recorderPID, err)
+		}
+	}
 	if haveMetrics {
 		if mt, err := scrape(ctx, httpBase); err == nil {
 			report.Bridge.Metrics = true
 			report.Bridge.PacketsRelayed = uint64(mt[metricRelayed] - relayedBefore)
 			if report.Bridge.PacketsRelayed > 0 && report.Bridge.CPUSeconds > 0 {
 				report.Bridge.CPUUSPerPacket = round3(report.Bridge.CPUSeconds * 1e6 / float64(report.Bridge.PacketsRelayed))
+			}
+			if cfg.Fork {
+				report.Forks.BridgeMetrics = metricDiff(forkBefore, forkMetrics(mt))
 			}
 		}
 	}
@@ -420,7 +503,28 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 		report.Recordings.Completeness = round3(float64(report.Recordings.Complete) / float64(report.Recordings.Expected))
 	}
 
+	// Forked recordings, at the recorder, while it still runs.
+	if cfg.Fork {
+		if recHTTP == "" {
+			note("Forked recordings not checked: no recorder HTTP address (--recorder-http).")
+		} else {
+			rec, rnotes := checkRecordings(ctx, recHTTP, records, r.agentP, r.custP, cfg.FidelitySample, cfg.SupUser, cfg.SupPassword)
+			report.Forks.RecordingReport = rec
+			for _, n := range rnotes {
+				notes = append(notes, "Recorder: "+n)
+			}
+		}
+		report.Forks.Expected = c.Established
+		if report.Forks.Expected > 0 {
+			report.Forks.Completeness = round3(float64(report.Forks.Complete) / float64(report.Forks.Expected))
+		}
+		if v := report.Forks.BridgeMetrics["bib_fork_failures_total"]; v > 0 {
+			note("The bridge counted %.0f recorder failures (bib_fork_failures_total) during the run.", v)
+		}
+	}
+
 	stopBridge()
+	stopRecorder()
 	closeMedia()
 	report.Series = series
 	report.DurationS = round3(time.Since(report.Started).Seconds())
@@ -813,7 +917,7 @@ func (r *runner) onSupBye(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 
 // sample records one Sample per second until ctx ends, and writes the
 // progress line. It returns the series and the largest bridge RSS seen.
-func (r *runner) sample(ctx context.Context, pid int, progress io.Writer) ([]Sample, uint64) {
+func (r *runner) sample(ctx context.Context, pid, recPID int, progress io.Writer) ([]Sample, uint64) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var series []Sample
@@ -823,6 +927,10 @@ func (r *runner) sample(ctx context.Context, pid int, progress io.Writer) ([]Sam
 	prevProc, procErr := ProcSample{}, errors.New("no pid")
 	if pid > 0 {
 		prevProc, procErr = readProc("/proc", pid)
+	}
+	prevRec, recErr := ProcSample{}, errors.New("no pid")
+	if recPID > 0 {
+		prevRec, recErr = readProc("/proc", recPID)
 	}
 	prevT := time.Now()
 	var last string
@@ -864,6 +972,12 @@ func (r *runner) sample(ctx context.Context, pid int, progress io.Writer) ([]Sam
 				prevProc = p
 			}
 		}
+		if recErr == nil {
+			if p, err := readProc("/proc", recPID); err == nil {
+				s.RecorderCPUPct = round3(100 * (p.CPUSeconds - prevRec.CPUSeconds) / dt)
+				prevRec = p
+			}
+		}
 		// Per-stream jitter, sampled once a second.
 		for i := range r.m.st {
 			st := &r.m.st[i]
@@ -877,6 +991,9 @@ func (r *runner) sample(ctx context.Context, pid int, progress io.Writer) ([]Sam
 				s.T, s.Active, r.cfg.Calls, s.Attempted, s.Failed, 100*s.LossRatio, s.P99MS)
 			if procErr == nil {
 				line += fmt.Sprintf("  bridge cpu %.0f%%", s.BridgeCPUPct)
+			}
+			if recErr == nil {
+				line += fmt.Sprintf("  recorder cpu %.0f%%", s.RecorderCPUPct)
 			}
 			if pad := len(last) - len(line); pad > 0 {
 				line += strings.Repeat(" ", pad)
