@@ -61,7 +61,7 @@ func TestFlood(t *testing.T) {
 	// stranger packets per second (40,000/s at 1ms). Unpaced, a loopback
 	// sender outruns the leg's read loop and the kernel drops packets from
 	// the socket's receive queue, legitimate ones included (see
-	// docs/security.md, "Limits of the RTP flood protection").
+	// the README's Security section, "Limits of the RTP flood protection").
 	tick := time.NewTicker(floodPace)
 	defer tick.Stop()
 	for i := range legitPackets {

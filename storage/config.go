@@ -8,7 +8,7 @@ import (
 )
 
 // EncryptionConfig is storage.encryption: encryption at rest of recordings
-// (audio and metadata sidecar) as NAME.enc + NAME.esk. See docs/encryption.md.
+// (audio and metadata sidecar) as NAME.enc + NAME.esk. See the README, "Encryption at rest".
 type EncryptionConfig struct {
 	// Certificate is a PEM file: an X.509 certificate or a public key, RSA of
 	// 2048 bits or more. New recordings are encrypted for it. Default ""

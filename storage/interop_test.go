@@ -14,23 +14,23 @@ import (
 )
 
 // docBlock returns the fenced code block that follows marker in
-// docs/encryption.md, so the test runs what the documentation says.
+// the README's encryption section, so the test runs what the documentation says.
 func docBlock(t *testing.T, marker string) string {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join("..", "docs", "encryption.md"))
+	doc, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	re := regexp.MustCompile(`(?s)<!-- ` + regexp.QuoteMeta(marker) + ` -->\n` + "```" + `[a-z]*\n(.*?)` + "```")
 	m := re.FindSubmatch(doc)
 	if m == nil {
-		t.Fatalf("docs/encryption.md: no code block after <!-- %s -->", marker)
+		t.Fatalf("README.md: no code block after <!-- %s -->", marker)
 	}
 	return string(m[1])
 }
 
 // TestOpenSSLInterop decrypts a file bib sealed with the commands of
-// docs/encryption.md: the RSA-OAEP unwrap with the openssl CLI, the chunks
+// the README (Encryption at rest): the RSA-OAEP unwrap with the openssl CLI, the chunks
 // with Python's cryptography package.
 func TestOpenSSLInterop(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {

@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Encryption at rest: the format of NAME.enc and NAME.esk. docs/encryption.md
+// Encryption at rest: the format of NAME.enc and NAME.esk. The README's "Encryption at rest" section
 // is the normative description; this file implements it.
 //
 //	NAME.enc = file header (32 bytes) || chunk 0 (header chunk) || chunk 1 || ... || chunk k (final)
@@ -666,7 +666,7 @@ func (r *SealedReader) Seek(offset int64, whence int) (int64, error) {
 // wrapped for one RSA key.
 type ESK struct {
 	Format string `json:"format"` // "bib-esk-1"
-	Cipher string `json:"cipher"` // "AES-256-GCM-CHUNKED-1" (see docs/encryption.md)
+	Cipher string `json:"cipher"` // "AES-256-GCM-CHUNKED-1" (see the README, "The format")
 	Wrap   string `json:"wrap"`   // "RSA-OAEP-SHA256-MGF1-SHA256", empty label
 	// KeySHA256 is the hex SHA-256 of the RSA public key's
 	// SubjectPublicKeyInfo DER: which private key opens the file.

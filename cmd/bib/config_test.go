@@ -87,3 +87,15 @@ func TestEmptyConfigFileIsDefaults(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
+
+// The README's configuration reference is the embedded default.yaml, so
+// the documentation cannot drift from what bib runs on.
+func TestREADMEShowsTheDefaultConfig(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```yaml\n"+strings.TrimRight(defaultConfigYAML, "\n")+"\n```") {
+		t.Fatal("README.md's configuration block is not cmd/bib/default.yaml: paste the file into the ```yaml block of the Configuration section")
+	}
+}

@@ -11,7 +11,7 @@ import (
 )
 
 // RecordingProfile is one entry of recording_profiles: where a device's
-// calls are forked for an external recorder (docs/forks.md).
+// calls are forked for an external recorder (README: "Recording forks for recorder vendors").
 type RecordingProfile struct {
 	// Name is what devices[].recording_profile refers to. Required, unique.
 	Name string `yaml:"name"`

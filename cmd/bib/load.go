@@ -21,7 +21,7 @@ Usage:
   bib load --target HOST:PORT --customer-listen IP:PORT [...]        drive any SIP bridge
 
 Exit status: 0 when the verdict is pass, 1 when it is fail, 2 when the run could not happen.
-See docs/load.md for what is measured and how.
+See the README ("bib load: the load-test harness") for what is measured and how.
 
 Flags:
 `
