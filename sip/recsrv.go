@@ -780,10 +780,21 @@ func (r *RecorderServer) accept(req *sipmsg.Request, tx sipmsg.ServerTransaction
 		s.event(bridge.EvMedia, bridge.SideA, "")
 	}
 	r.Accepted.Add(1)
-	for _, st := range streams {
-		r.wg.Add(1)
-		go func() { defer r.wg.Done(); s.read(st) }()
+	// Readers join the wait group under the lock, and only while the
+	// server is open: Close sets closed under it before it waits.
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		s.end("recorder stopped")
+		return
 	}
+	for _, st := range streams {
+		if st != nil {
+			r.wg.Add(1)
+			go func() { defer r.wg.Done(); s.read(st) }()
+		}
+	}
+	r.mu.Unlock()
 	r.log.Info("recording stream accepted", "protocol", s.rs.Protocol, "call_id", leg.callID, "refci", s.rs.RefCI,
 		"channels", len(chans), "offer", map[bool]string{true: "delayed", false: "early"}[lines == nil])
 }
