@@ -44,7 +44,7 @@ func freeRange(t testing.TB) string {
 	c.Close()
 	lo := 20000 + (p*7)%30000
 	lo -= lo % 2
-	return fmt.Sprintf("%d-%d", lo, lo+399)
+	return fmt.Sprintf("%d-%d", lo, lo+1999)
 }
 
 // ioModes are the media.io engines this platform supports.

@@ -205,8 +205,10 @@ func (s *server) serve(ctx context.Context, stdout io.Writer) error {
 	errc := make(chan error, 2)
 	wg.Add(3)
 	go func() { defer wg.Done(); s.engine.Run(serveCtx) }()
+	sipDone := make(chan struct{})
 	go func() {
 		defer wg.Done()
+		defer close(sipDone)
 		if err := s.sip.Serve(serveCtx); err != nil && serveCtx.Err() == nil {
 			errc <- fmt.Errorf("sip: %w", err)
 		}
@@ -252,6 +254,12 @@ func (s *server) serve(ctx context.Context, stdout io.Writer) error {
 	s.http.Shutdown(hctx)
 	hcancel()
 	cancel()
+	// Serve returns once its context ends; Close after it, not during it.
+	select {
+	case <-sipDone:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("sip server did not stop in time")
+	}
 	s.sip.Close()
 	s.engine.Close()
 	s.mon.close()
