@@ -21,20 +21,7 @@ import (
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var cfg Config
-	cfg.Media.IP = "127.0.0.1"
-	cfg.Demo.Enabled = true
-	cfg.Demo.CallDuration = bridge.Duration(4 * time.Second)
-	dm, err := applyDemo(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := startServer(t, cfg)
-	// Drive the demo calls as serve does (startServer serves without them).
-	dctx, dcancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); ts.runDemo(dctx, dm, testWriter{t}) }()
-	t.Cleanup(func() { dcancel(); <-done })
+	ts := startDemo(t, ctx, 4*time.Second)
 
 	tok := login(t, ts, demoSupervisor, demoPassword)
 	// Both demo calls come up, answered, with the gate's verdicts and a
@@ -119,6 +106,26 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// startDemo starts bib serve with the demo's config and drives the demo
+// calls as serve does (startServer serves without them).
+func startDemo(t *testing.T, ctx context.Context, callDuration time.Duration) *testServer {
+	t.Helper()
+	var cfg Config
+	cfg.Media.IP = "127.0.0.1"
+	cfg.Demo.Enabled = true
+	cfg.Demo.CallDuration = bridge.Duration(callDuration)
+	dm, err := applyDemo(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, cfg)
+	dctx, dcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); ts.runDemo(dctx, dm, testWriter{t}) }()
+	t.Cleanup(func() { dcancel(); <-done })
+	return ts
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
@@ -130,19 +137,7 @@ func TestBrowserDemo(t *testing.T) {
 	needChromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	var cfg Config
-	cfg.Media.IP = "127.0.0.1"
-	cfg.Demo.Enabled = true
-	cfg.Demo.CallDuration = bridge.Duration(20 * time.Second)
-	dm, err := applyDemo(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := startServer(t, cfg)
-	dctx, dcancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); ts.runDemo(dctx, dm, testWriter{t}) }()
-	t.Cleanup(func() { dcancel(); <-done })
+	ts := startDemo(t, ctx, 20*time.Second)
 
 	bctx := newBrowser(t, ctx)
 	if err := chromedp.Do(bctx,

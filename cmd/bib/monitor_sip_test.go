@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -21,7 +20,6 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/bib-project/bib/bridge/codec"
-	"github.com/bib-project/bib/recorder"
 	"github.com/bib-project/bib/sip/siptest"
 )
 
@@ -233,40 +231,7 @@ func TestMonitorSIPEndToEnd(t *testing.T) {
 	}
 
 	// The recording: each channel its party's tone, no supervisor audio.
-	var rec struct {
-		ID     string `json:"id"`
-		Status string `json:"status"`
-	}
-	for rec.Status == "" || rec.Status == "recording" {
-		resp, b := do(t, "GET", ts.httpURL+"/api/v1/recordings", tok, "", "")
-		var l struct {
-			Recordings []json.RawMessage `json:"recordings"`
-		}
-		if resp.StatusCode == 200 && json.Unmarshal(b, &l) == nil && len(l.Recordings) > 0 {
-			json.Unmarshal(l.Recordings[0], &rec)
-		}
-		if rec.Status == "" || rec.Status == "recording" {
-			select {
-			case <-ctx.Done():
-				t.Fatal("no finished recording")
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}
-	resp, wav := do(t, "GET", ts.httpURL+"/api/v1/recordings/"+rec.ID+"/audio", tok, "", "")
-	if resp.StatusCode != 200 {
-		t.Fatalf("recording audio: %d", resp.StatusCode)
-	}
-	info, err := recorder.ParseWAVHeader(bytes.NewReader(wav))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcmRec := wav[info.DataOffset:]
-	left, right := make([]int16, len(pcmRec)/4), make([]int16, len(pcmRec)/4)
-	for i := range left {
-		left[i] = int16(binary.LittleEndian.Uint16(pcmRec[4*i:]))
-		right[i] = int16(binary.LittleEndian.Uint16(pcmRec[4*i+2:]))
-	}
+	_, left, right := finishedRecordingChannels(t, ctx, ts, tok)
 	for _, c := range []struct {
 		name string
 		ch   []int16

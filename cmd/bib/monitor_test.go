@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -25,7 +23,6 @@ import (
 
 	"github.com/bib-project/bib/bridge"
 	"github.com/bib-project/bib/bridge/codec"
-	"github.com/bib-project/bib/recorder"
 	"github.com/bib-project/bib/sip/siptest"
 )
 
@@ -302,40 +299,7 @@ func TestMonitorBrowserEndToEnd(t *testing.T) {
 	if err := ac.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var rec struct {
-		ID     string `json:"id"`
-		Status string `json:"status"`
-	}
-	for rec.Status == "" || rec.Status == "recording" {
-		resp, b := do(t, "GET", ts.httpURL+"/api/v1/recordings", tok, "", "")
-		var list struct {
-			Recordings []json.RawMessage `json:"recordings"`
-		}
-		if resp.StatusCode == 200 && json.Unmarshal(b, &list) == nil && len(list.Recordings) > 0 {
-			json.Unmarshal(list.Recordings[0], &rec)
-		}
-		if rec.Status == "" || rec.Status == "recording" {
-			select {
-			case <-ctx.Done():
-				t.Fatal("no finished recording")
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}
-	resp, wav := do(t, "GET", ts.httpURL+"/api/v1/recordings/"+rec.ID+"/audio", tok, "", "")
-	if resp.StatusCode != 200 {
-		t.Fatalf("recording audio: %d", resp.StatusCode)
-	}
-	info, err := recorder.ParseWAVHeader(bytes.NewReader(wav))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcmRec := wav[info.DataOffset:]
-	left, right := make([]int16, len(pcmRec)/4), make([]int16, len(pcmRec)/4)
-	for i := range left {
-		left[i] = int16(binary.LittleEndian.Uint16(pcmRec[4*i:]))
-		right[i] = int16(binary.LittleEndian.Uint16(pcmRec[4*i+2:]))
-	}
+	recID, left, right := finishedRecordingChannels(t, ctx, ts, tok)
 	// Sample-exact placement is the recorder's own test (record_test.go);
 	// here: each channel carries its party's tone and none of the
 	// supervisor's 700 Hz.
@@ -349,7 +313,7 @@ func TestMonitorBrowserEndToEnd(t *testing.T) {
 		}
 	}
 	// Other supervisors cannot fetch it.
-	if resp, _ := do(t, "GET", ts.httpURL+"/api/v1/recordings/"+rec.ID+"/audio", other, "", ""); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := do(t, "GET", ts.httpURL+"/api/v1/recordings/"+recID+"/audio", other, "", ""); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("out-of-scope recording fetch: %d", resp.StatusCode)
 	}
 }
