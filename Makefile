@@ -5,7 +5,7 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: run build test bench bench-load demo-shot fuzz lint clean
+.PHONY: run build test bench bench-c-relay bench-load demo-shot fuzz lint clean
 
 ## run: build and start `bib serve --demo` on embedded defaults (127.0.0.1, data under ./data): live, recorded, monitorable calls
 run: build
@@ -23,6 +23,14 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=200000x ./bridge/
 	$(GO) test -run '^$$' -bench . -benchmem ./bridge/codec/ ./recorder/ ./storage/
+
+## bench-c-relay: bib's relay (both media.io engines) against the minimal Go relay and rtpengine
+## (apt-get install rtpengine-daemon first; skipped without it), each relay in a process of its own:
+## relay-cpu-ns/pkt is that process's CPU per relayed packet. RELAY_WINDOW=n: n packets in flight
+## (rtpengine stops reading a single call's socket at the default 64)
+RELAY_WINDOW ?=
+bench-c-relay:
+	BIB_RELAY_WINDOW=$(RELAY_WINDOW) $(GO) test -run '^$$' -bench '^BenchmarkRelay(Proc|C)$$' -benchtime=200000x -count=5 -timeout 60m ./bridge/
 
 ## bench-load: the 500-call load run (relayed, recorded, forked to a bib recorder, 10% monitored) writing out/report.json, out/report.html and the bridge's CPU profile out/cpu.pprof
 bench-load: build
