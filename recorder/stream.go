@@ -78,6 +78,8 @@ type stream struct {
 	lastTS      uint32
 	prevArrival int64
 	lateRun     int
+	placedEnd   int64 // end of the latest audio placed, any anchor: a new anchor starts no earlier
+	anchorFloor int64 // placedEnd when the current anchor began: its corrections stop there
 
 	// sequence accounting of the current epoch
 	maxSeq, minSeq int64
@@ -212,7 +214,7 @@ func (s *stream) packet(p *qpkt) {
 		s.stats.Resyncs++
 		s.r.event("resync", tl.written, s.label, "audio kept arriving late; re-anchored on arrival")
 		s.reanchor(extTS, arrPos)
-		pos = arrPos
+		pos = extTS*s.r.mul + s.offset
 	}
 	s.lateRun = 0
 	if len(s.free) == 0 {
@@ -224,6 +226,7 @@ func (s *stream) packet(p *qpkt) {
 	s.free = s.free[:len(s.free)-1]
 	e := &s.entries[i]
 	e.pos, e.extSeq, e.epoch, e.anchor, e.pt = pos, ext, s.epoch, s.anchor, p.pt&127
+	s.placedEnd = max(s.placedEnd, pos+n)
 	e.n = uint16(copy(e.payload[:], p.payload[:p.n]))
 	k, _ := slices.BinarySearchFunc(s.ord, pos, func(j uint16, pos int64) int {
 		if s.entries[j].pos <= pos {
@@ -247,8 +250,11 @@ func (s *stream) newEpoch(p *qpkt, arrPos int64) {
 	s.lateRun = 0
 	s.dtmfActive = false
 	s.anchor++
-	s.offset = arrPos - s.extTS*s.r.mul
+	// The new source starts on arrival, but never over audio the old one
+	// placed (which may sit a little late while a correction is pending).
+	s.offset = max(arrPos, s.placedEnd) - s.extTS*s.r.mul
 	s.best = s.offset
+	s.anchorFloor = s.placedEnd
 }
 
 func (s *stream) epochLost() uint64 {
@@ -258,10 +264,12 @@ func (s *stream) epochLost() uint64 {
 	return uint64(max(s.maxSeq-s.minSeq+1-int64(s.recv), 0))
 }
 
-// reanchor places extTS at arrPos from now on.
+// reanchor places extTS at arrPos from now on, or right after the audio
+// already placed if that ends later: re-anchoring never cuts audio.
 func (s *stream) reanchor(extTS, arrPos int64) {
 	s.anchor++
-	s.offset = arrPos - extTS*s.r.mul
+	s.offset = max(arrPos, s.placedEnd) - extTS*s.r.mul
+	s.anchorFloor = s.placedEnd
 	s.best = s.offset
 	s.lateRun = 0
 }
@@ -279,7 +287,7 @@ func (s *stream) correct() {
 		room := int64(math.MaxInt64)
 		for _, j := range s.ord {
 			if e := &s.entries[j]; e.anchor == s.anchor {
-				room = e.pos - s.floor(tl.written)
+				room = e.pos - max(s.floor(tl.written), s.anchorFloor)
 				break
 			}
 		}
