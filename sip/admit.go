@@ -224,8 +224,9 @@ func (s *Server) answerAuth(req *sipmsg.Request, tx sipmsg.ServerTransaction, us
 
 // refuse answers req and reports the refusal.
 func (s *Server) refuse(req *sipmsg.Request, tx sipmsg.ServerTransaction, user string, code int, reason, why, warning string, hdrs ...sipmsg.Header) {
-	s.respond(tx, req, code, reason, warning, hdrs...)
+	// Report first: whoever reads the response may look for the refusal.
 	s.reportRefusal(req, user, code, why, warning)
+	s.respond(tx, req, code, reason, warning, hdrs...)
 }
 
 func (s *Server) reportRefusal(req *sipmsg.Request, user string, code int, why, warning string) {

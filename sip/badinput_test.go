@@ -206,6 +206,7 @@ func TestHangupAPI(t *testing.T) {
 	}
 	waitDone(t, e.ctx, ac.Ended(), "BYE at caller")
 	waitDone(t, e.ctx, bc.Ended(), "BYE at callee")
+	e.waitEnded(1) // bib has finished the call (both BYEs answered)
 	if err := e.srv.Hangup(e.ctx, id, "again"); err == nil {
 		t.Fatal("hangup of an ended call succeeded")
 	}
