@@ -184,11 +184,16 @@ func (l *Leg) readRTP() {
 		op := out.peer.Load()
 		if op == nil || op.rtp.Port() == 0 || op.rtp.Addr().IsUnspecified() {
 			l.C.NoDestination.Add(1)
-		} else if _, err := out.rtp.WriteToUDPAddrPort(b, op.rtp); err != nil {
-			l.C.SendErrors.Add(1)
 		} else {
+			// Counted before the send, so a packet its receiver already
+			// holds is always in the counters; a failure takes it back.
 			out.C.PacketsOut.Add(1)
 			out.C.BytesOut.Add(uint64(n))
+			if _, err := out.rtp.WriteToUDPAddrPort(b, op.rtp); err != nil {
+				l.C.SendErrors.Add(1)
+				out.C.PacketsOut.Add(^uint64(0))
+				out.C.BytesOut.Add(^uint64(n - 1))
+			}
 		}
 		taps := c.taps.Load()
 		if len(*taps) == 0 && haveSSRC && pkt.Header.SSRC == lastSSRC {
@@ -256,11 +261,11 @@ func (l *Leg) relayRTCP(b []byte, out *Leg) {
 	if op.mux {
 		conn, dst = out.rtp, op.rtp
 	}
+	out.C.RTCPOut.Add(1) // before the send, as for RTP
 	if _, err := conn.WriteToUDPAddrPort(b, dst); err != nil {
 		l.C.SendErrors.Add(1)
-		return
+		out.C.RTCPOut.Add(^uint64(0))
 	}
-	out.C.RTCPOut.Add(1)
 }
 
 func (l *Leg) close() error {

@@ -707,6 +707,14 @@ func (w *ioWorker) queue(fd int, sa *sockaddr, from, to *Leg, rtcp bool, i, n in
 		from.C.SendErrors.Add(1)
 		return
 	}
+	// Counted when queued, so a packet its receiver already holds is always
+	// in the counters; a failed send takes it back out (sent).
+	if rtcp {
+		to.C.RTCPOut.Add(1)
+	} else {
+		to.C.PacketsOut.Add(1)
+		to.C.BytesOut.Add(uint64(n))
+	}
 	j := w.nout
 	w.nout++
 	w.out[j] = sendItem{fd: fd, from: from, to: to, rtcp: rtcp, n: n}
@@ -762,16 +770,19 @@ func (w *ioWorker) send(i, j int) {
 	}
 }
 
+// sent settles a queued datagram: a failure is a send error and no
+// longer counts as sent.
 func (w *ioWorker) sent(i int, ok bool) {
+	if ok {
+		return
+	}
 	it := &w.out[i]
-	switch {
-	case !ok:
-		it.from.C.SendErrors.Add(1)
-	case it.rtcp:
-		it.to.C.RTCPOut.Add(1)
-	default:
-		it.to.C.PacketsOut.Add(1)
-		it.to.C.BytesOut.Add(uint64(it.n))
+	it.from.C.SendErrors.Add(1)
+	if it.rtcp {
+		it.to.C.RTCPOut.Add(^uint64(0))
+	} else {
+		it.to.C.PacketsOut.Add(^uint64(0))
+		it.to.C.BytesOut.Add(^uint64(it.n - 1))
 	}
 }
 
