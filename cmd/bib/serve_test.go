@@ -19,8 +19,9 @@ type testServer struct {
 }
 
 // startServer starts bib serve with cfg (ports 0 unless set) and stops it
-// at the end of the test.
-func startServer(t *testing.T, cfg Config) *testServer {
+// at the end of the test. Each prepare function runs on the server before
+// it serves (the place to wrap hooks without racing the handlers).
+func startServer(t *testing.T, cfg Config, prepare ...func(*server)) *testServer {
 	t.Helper()
 	if cfg.SIP.Listen == "" {
 		cfg.SIP.Listen = "127.0.0.1:0"
@@ -43,6 +44,9 @@ func startServer(t *testing.T, cfg Config) *testServer {
 	s, err := newServer(cfg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range prepare {
+		f(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := s.listen(ctx); err != nil {

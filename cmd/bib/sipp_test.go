@@ -59,14 +59,15 @@ func TestSIPpInterop(t *testing.T) {
 	var ended []sip.CallInfo
 	var cfg Config
 	cfg.Routes = []sip.Route{{Match: "*", Target: fmt.Sprintf("sip:${user}@127.0.0.1:%d", uasPort)}}
-	ts := startServer(t, cfg)
-	prev := ts.sip.OnEnded
-	ts.sip.OnEnded = func(ci sip.CallInfo) {
-		mu.Lock()
-		ended = append(ended, ci)
-		mu.Unlock()
-		prev(ci)
-	}
+	ts := startServer(t, cfg, func(s *server) {
+		prev := s.sip.OnEnded
+		s.sip.OnEnded = func(ci sip.CallInfo) {
+			mu.Lock()
+			ended = append(ended, ci)
+			mu.Unlock()
+			prev(ci)
+		}
+	})
 	bibSIP := ts.sip.Addr("udp")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
