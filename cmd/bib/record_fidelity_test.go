@@ -372,6 +372,10 @@ func TestFidelityImpairedEndToEnd(t *testing.T) {
 
 	fc.checkDuration(t)
 
+	// Corrections a channel applies after the marker were still pending
+	// when the marker was placed (the recorder waits for a silence to apply
+	// them, README "Placement"): the marker check allows for them.
+	pendingAtMark := 0
 	for _, c := range []struct {
 		name string
 		ch   []int16
@@ -433,6 +437,9 @@ func TestFidelityImpairedEndToEnd(t *testing.T) {
 			if at != exp {
 				corr = append(corr, fmt.Sprintf("%d samples at frame %d", exp-at, k))
 				shift += at - exp
+				if k > markFrame {
+					pendingAtMark += exp - at
+				}
 			}
 			if prevEnd >= 0 && at > prevEnd {
 				n := 0
@@ -488,8 +495,9 @@ func TestFidelityImpairedEndToEnd(t *testing.T) {
 	if ml < 0 || mr < 0 {
 		t.Fatalf("marker not found: left %d right %d", ml, mr)
 	}
-	if d := ml - mr; d < -1 || d > 1 {
-		t.Errorf("channels misaligned: marker at sample %d (agent) and %d (customer)", ml, mr)
+	if d, tol := ml-mr, 1+pendingAtMark; d < -tol || d > tol {
+		t.Errorf("channels misaligned: marker at sample %d (agent) and %d (customer); corrections pending at the marker: %d samples",
+			ml, mr, pendingAtMark)
 	}
 	t.Logf("recording %s: %d ms; marker at %d / %d", m.ID, m.DurationMS, ml, mr)
 }
