@@ -23,7 +23,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 	}
 	charts := []template.HTML{
 		lineChart("Concurrent calls", "calls", t, active),
-		lineChart("RTP loss per second", "%", t, loss),
+		lineChart("RTP sent but not received within the same second (in flight or lost; the run's loss is in the table)", "%", t, loss),
 		lineChart("RTP latency p99 per second", "ms", t, p99),
 		barChart("Latency histogram (all packets)", r.LatencyHist),
 	}
