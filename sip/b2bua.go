@@ -389,10 +389,7 @@ func (s *Server) newCall(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		return
 	}
 	tp := strings.ToUpper(req.Transport())
-	dua := s.duas[tp]
-	if dua == nil {
-		dua = s.duas["UDP"]
-	}
+	dua := s.dialogUA(tp)
 	dsA, err := dua.ReadInvite(req, tx)
 	if err != nil {
 		mc.Close("invalid invite")
@@ -1087,4 +1084,13 @@ func (c *call) sendAck(l *sigLeg, body []byte) {
 	if err != nil {
 		c.log.Warn("ack failed", "leg", l.side.String(), "err", err)
 	}
+}
+
+// dialogUA returns the dialog user agent for a transport (its Contact names
+// that transport), UDP's when bib does not listen on it.
+func (s *Server) dialogUA(transport string) *sipgo.DialogUA {
+	if d := s.duas[strings.ToUpper(transport)]; d != nil {
+		return d
+	}
+	return s.duas["UDP"]
 }

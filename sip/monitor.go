@@ -456,10 +456,7 @@ func (s *Server) acceptMonitor(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 			return
 		}
 	}
-	dua := s.duas[tp]
-	if dua == nil {
-		dua = s.duas["UDP"]
-	}
+	dua := s.dialogUA(tp)
 	ds, err := dua.ReadInvite(req, tx)
 	if err != nil {
 		media.Close("invalid invite")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,24 +156,7 @@ func TestMonitorSIPEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	// Each party received exactly the other's datagrams.
-	for _, x := range []struct {
-		p    *siptest.Party
-		want [][]byte
-	}{{agent, sentB}, {customer, sentA}} {
-		rs, err := x.p.WaitPackets(ctx, len(x.want))
-		if err != nil {
-			t.Fatalf("%s: %v", x.p.User, err)
-		}
-		if len(rs) != len(x.want) {
-			t.Fatalf("%s received %d datagrams, the other party sent %d", x.p.User, len(rs), len(x.want))
-		}
-		for i := range rs {
-			if !bytes.Equal(rs[i].Data, x.want[i]) {
-				t.Fatalf("%s: datagram %d is not what the other party sent", x.p.User, i)
-			}
-		}
-	}
+	expectEachOther(t, ctx, agent, customer, sentA, sentB)
 	// Both supervisors hear both parties, continuously.
 	checkMix(t, "browser supervisor", web)
 	var sipPkts []*rtp.Packet

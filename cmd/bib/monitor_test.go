@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -223,24 +222,7 @@ func TestMonitorBrowserEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	// Each party received exactly the other's datagrams.
-	for _, x := range []struct {
-		p    *siptest.Party
-		want [][]byte
-	}{{agent, sentB}, {customer, sentA}} {
-		rs, err := x.p.WaitPackets(ctx, len(x.want))
-		if err != nil {
-			t.Fatalf("%s: %v", x.p.User, err)
-		}
-		if len(rs) != len(x.want) {
-			t.Fatalf("%s received %d datagrams, the other party sent %d", x.p.User, len(rs), len(x.want))
-		}
-		for i := range rs {
-			if !bytes.Equal(rs[i].Data, x.want[i]) {
-				t.Fatalf("%s: datagram %d is not what the other party sent", x.p.User, i)
-			}
-		}
-	}
+	expectEachOther(t, ctx, agent, customer, sentA, sentB)
 	// The mix: continuous, both tones.
 	if len(got) < 80 {
 		t.Fatalf("listener got %d packets", len(got))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bib-project/bib/recorder"
+	"github.com/bib-project/bib/sip/siptest"
 )
 
 // finishedRecordingChannels waits until the newest recording is finalized,
@@ -51,4 +52,28 @@ func finishedRecordingChannels(t *testing.T, ctx context.Context, ts *testServer
 		right[i] = int16(binary.LittleEndian.Uint16(pcm[4*i+2:]))
 	}
 	return rec.ID, left, right
+}
+
+// expectEachOther checks that each party received exactly, and only, the
+// datagrams the other one sent: the relay passed them byte for byte and
+// nothing else (no supervisor audio, no tone) reached the call.
+func expectEachOther(t *testing.T, ctx context.Context, agent, customer *siptest.Party, sentByAgent, sentByCustomer [][]byte) {
+	t.Helper()
+	for _, x := range []struct {
+		p    *siptest.Party
+		want [][]byte
+	}{{agent, sentByCustomer}, {customer, sentByAgent}} {
+		rs, err := x.p.WaitPackets(ctx, len(x.want))
+		if err != nil {
+			t.Fatalf("%s: %v", x.p.User, err)
+		}
+		if len(rs) != len(x.want) {
+			t.Fatalf("%s received %d datagrams, the other party sent %d", x.p.User, len(rs), len(x.want))
+		}
+		for i := range rs {
+			if !bytes.Equal(rs[i].Data, x.want[i]) {
+				t.Fatalf("%s: datagram %d is not what the other party sent", x.p.User, i)
+			}
+		}
+	}
 }
