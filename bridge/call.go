@@ -47,6 +47,21 @@ func (c *Call) Start() time.Time { return c.start }
 // Packet.Arrival and Event.Mono).
 func (c *Call) Now() int64 { return int64(time.Since(c.base)) }
 
+// arrival converts a kernel receive time (Unix nanoseconds, 0 if none) to
+// the call's monotonic clock, given now (read after the datagram was
+// received). A stamp that is missing, in the future, or more than a second
+// old (the wall clock stepped) gives now.
+func (c *Call) arrival(now time.Time, kernel int64) int64 {
+	mono := int64(now.Sub(c.base))
+	if kernel == 0 {
+		return mono
+	}
+	if d := now.UnixNano() - kernel; d >= 0 && d < 1e9 {
+		return mono - d
+	}
+	return mono
+}
+
 func (c *Call) event(k EventKind, side Side, reason string) Event {
 	now := time.Now()
 	return Event{

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"runtime"
@@ -108,7 +109,8 @@ type Engine struct {
 	log  *slog.Logger
 	ip   netip.Addr
 	pool *portPool
-	loop *ioLoop // media.io: epoll; nil for goroutine
+	loop *ioLoop   // media.io: epoll; nil for goroutine
+	keep io.Closer // holds the kernel's receive timestamping on (keepStamps)
 
 	mu    sync.Mutex
 	calls map[string]*Call
@@ -134,6 +136,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	if cfg.IO == "epoll" {
 		e.loop = newIOLoop(cfg.IOWorkers, log)
 	}
+	e.keep = keepStamps(ip)
 	return e, nil
 }
 
@@ -326,6 +329,9 @@ func (e *Engine) Close() error {
 	}
 	if e.loop != nil {
 		e.loop.stop()
+	}
+	if e.keep != nil {
+		e.keep.Close()
 	}
 	return nil
 }

@@ -137,12 +137,14 @@ func (l *Leg) readRTP() {
 	out := c.legs[l.side.Other()]
 	dir := Direction(l.side)
 	buf := make([]byte, readBufSize)
+	var stamp stampBuf
+	oob := stamp.bytes()
 	pkt := &Packet{}
 	var lastSSRC uint32
 	var haveSSRC bool
 	fails := 0
 	for {
-		n, src, err := l.rtp.ReadFromUDPAddrPort(buf)
+		n, oobn, _, src, err := l.rtp.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if c.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return
@@ -199,7 +201,7 @@ func (l *Leg) readRTP() {
 		if len(*taps) == 0 && haveSSRC && pkt.Header.SSRC == lastSSRC {
 			continue
 		}
-		pkt.Arrival = c.Now()
+		pkt.Arrival = c.arrival(time.Now(), kernelStamp(&stamp, oobn))
 		if !haveSSRC || pkt.Header.SSRC != lastSSRC {
 			if haveSSRC {
 				c.ssrcChanged(l.side, pkt.Arrival)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -317,6 +318,7 @@ type ioWorker struct {
 	bufs  [batchSize][readBufSize]byte
 	names [batchSize]unix.RawSockaddrInet6
 	iov   [batchSize]unix.Iovec
+	stamp [batchSize]stampBuf // SCM_TIMESTAMPNS of message i
 	msgs  [batchSize]mmsghdr
 	pkts  [batchSize]Packet
 	tap   [batchSize]bool // message i is a valid RTP packet the taps should see
@@ -358,6 +360,7 @@ func newIOWorker(log *slog.Logger) (*ioWorker, error) {
 		w.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
 		w.msgs[i].hdr.Iov = &w.iov[i]
 		w.msgs[i].hdr.SetIovlen(1)
+		w.msgs[i].hdr.Control = (*byte)(unsafe.Pointer(&w.stamp[i][0]))
 		w.sendMsg[i].hdr.Iov = &w.sendIov[i]
 		w.sendMsg[i].hdr.SetIovlen(1)
 	}
@@ -541,6 +544,7 @@ func (w *ioWorker) drop(s *loopSock) {
 func (w *ioWorker) serve(s *loopSock) bool {
 	for i := range w.msgs {
 		w.msgs[i].hdr.Namelen = unix.SizeofSockaddrInet6
+		w.msgs[i].hdr.SetControllen(len(w.stamp[i].bytes()))
 		w.msgs[i].hdr.Flags = 0
 	}
 	var r uintptr
@@ -559,6 +563,7 @@ func (w *ioWorker) serve(s *loopSock) bool {
 	}
 	s.fails = 0
 	k := int(r)
+	now := time.Now() // arrivals are the kernel's stamps, converted against this
 	lc := s.lc
 	l := s.leg
 	out := lc.c.legs[l.side.Other()]
@@ -631,7 +636,7 @@ func (w *ioWorker) serve(s *loopSock) bool {
 		if len(*taps) == 0 && lc.haveSSRC[side] && pkt.Header.SSRC == lc.lastSSRC[side] {
 			continue
 		}
-		pkt.Arrival = c.Now()
+		pkt.Arrival = c.arrival(now, kernelStamp(&w.stamp[i], int(w.msgs[i].hdr.Controllen)))
 		if !lc.haveSSRC[side] || pkt.Header.SSRC != lc.lastSSRC[side] {
 			if lc.haveSSRC[side] {
 				c.ssrcChanged(side, pkt.Arrival)

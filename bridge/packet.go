@@ -1,6 +1,9 @@
 package bridge
 
-import "errors"
+import (
+	"errors"
+	"unsafe"
+)
 
 // Wire limits. A datagram longer than maxDatagram is oversize and dropped:
 // RTP audio never needs it, and relaying it could exceed the path MTU.
@@ -9,6 +12,12 @@ const (
 	readBufSize  = maxDatagram + 1 // the extra byte detects oversize reads
 	rtpHeaderMin = 12
 )
+
+// stampBuf receives one datagram's control messages: room for
+// SCM_TIMESTAMPNS and a little more, 8-byte aligned for the cmsghdr.
+type stampBuf [8]uint64
+
+func (b *stampBuf) bytes() []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), len(b)*8) }
 
 var (
 	errShort   = errors.New("rtp: shorter than fixed header")
