@@ -84,6 +84,7 @@ func WithMetrics(m *Metrics) Option { return func(r *Recorder) { r.metrics = m }
 type op struct {
 	kind opKind
 	ev   bridge.Event
+	note [2]string // opNote: kind, detail
 	mono int64
 	has  bool // mono is set
 	at   time.Time
@@ -96,6 +97,7 @@ const (
 	opPause
 	opResume
 	opStop
+	opNote
 )
 
 // Recorder records one call. It implements bridge.Tap.
@@ -294,6 +296,14 @@ func (r *Recorder) Pause(ctx context.Context) error { return r.send(ctx, r.opNow
 // Resume ends a Pause.
 func (r *Recorder) Resume(ctx context.Context) error { return r.send(ctx, r.opNow(opResume)) }
 
+// Note adds an event of kind with detail to the recording's metadata at the
+// current position (a transfer, a far end's new identity).
+func (r *Recorder) Note(ctx context.Context, kind, detail string) error {
+	o := r.opNow(opNote)
+	o.note = [2]string{kind, detail}
+	return r.send(ctx, o)
+}
+
 // requestStop asks the writer to finish, once, without blocking.
 func (r *Recorder) requestStop() {
 	r.stopOnce.Do(func() { r.stop <- r.opNow(opStop) })
@@ -449,6 +459,17 @@ func (r *Recorder) handle(o op) bool {
 			r.setSilenceAt(pos, func() { r.paused = false })
 			r.event("recording_resumed", pos, "", "")
 		}
+		return false
+	case opNote:
+		mono := r.now
+		if o.has {
+			mono = o.mono
+		}
+		pos := int64(0)
+		if r.tl.started {
+			pos = max(r.tl.pos(mono), r.tl.written)
+		}
+		r.event(o.note[0], pos, "", o.note[1])
 		return false
 	case opStop:
 		mono := r.now

@@ -123,6 +123,7 @@ type call struct {
 	hangHdr    string
 	ringCancel context.CancelCauseFunc
 	finished   bool
+	old        []*sigLeg // legs replaced by transfers
 }
 
 func (c *call) setState(st string) {
@@ -252,8 +253,10 @@ func (s *Server) onAck(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	if !ok || req.CSeq() == nil {
 		return
 	}
+	ref.c.mu.Lock()
 	l := ref.c.legs[ref.side]
-	if l == nil {
+	ref.c.mu.Unlock()
+	if l == nil || ref.leg != nil {
 		return
 	}
 	// Deliver the body first: ReadAck releases the goroutine waiting in
@@ -279,7 +282,11 @@ func (s *Server) onBye(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	s.respond(tx, req, 200, "OK", "")
 	c.mu.Lock()
 	l.ended = true
+	replaced := c.legs[l.side] != l
 	c.mu.Unlock()
+	if replaced {
+		return // the transferor leaving after a transfer (transfer.go)
+	}
 	hdr := ""
 	if h := req.GetHeader("Reason"); h != nil {
 		hdr = h.Value()
@@ -293,7 +300,12 @@ func (s *Server) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) (*ca
 	ref, ok := s.lookup(req)
 	var l *sigLeg
 	if ok {
+		ref.c.mu.Lock()
 		l = ref.c.legs[ref.side]
+		if ref.leg != nil {
+			l = ref.leg
+		}
+		ref.c.mu.Unlock()
 	}
 	to := req.To()
 	if !ok || l == nil || to == nil || req.CSeq() == nil {
@@ -782,11 +794,12 @@ func (c *call) hangup(by int, reason, reasonHdr string) {
 func (c *call) byeAndFinish(by int) {
 	c.mu.Lock()
 	hdr, reason := c.hangHdr, c.hangReason
+	legs := c.legs
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, l := range c.legs {
+	for _, l := range legs {
 		if l == nil || int(l.side) == by {
 			continue
 		}
@@ -915,6 +928,11 @@ func (c *call) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransaction, fro
 	}
 	out := sipmsg.NewRequest(req.Method, to.targetClone(c))
 	out.Laddr = to.laddr
+	for _, name := range []string{"P-Asserted-Identity", "Remote-Party-ID"} {
+		if h := req.GetHeader(name); h != nil {
+			out.AppendHeader(sipmsg.NewHeader(name, h.Value())) // who the other party now talks to
+		}
+	}
 	if offer != nil {
 		sdpTo, err := c.localSDP(to.side, body)
 		if err != nil {
@@ -999,8 +1017,10 @@ func (c *call) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransaction, fro
 		c.sendAck(to, sdpTo)
 		c.applyOA(to.side, off, ans)
 	default:
-		// UPDATE without SDP (a session refresh): nothing to negotiate.
+		// UPDATE without SDP (a session refresh or a new identity):
+		// nothing to negotiate.
 		c.answerOffer(req, tx, from, nil, false)
+		c.identityChange(req, from)
 		return
 	}
 	c.media.Negotiated()
@@ -1008,6 +1028,34 @@ func (c *call) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransaction, fro
 		c.setState(StateHeld)
 	} else {
 		c.setState(StateAnswered)
+	}
+	c.identityChange(req, from)
+}
+
+// identityChange reports a party that asserts a new identity in a
+// re-INVITE or UPDATE (P-Asserted-Identity, e.g. after a transfer in
+// another system): the leg takes the new name, and OnIdentity hears of it.
+func (c *call) identityChange(req *sipmsg.Request, from *sigLeg) {
+	p, ok := assertedParty(req)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	old := Party{User: from.user, Display: from.display}
+	changed := p.User != from.user || (p.Display != "" && p.Display != from.display)
+	if changed {
+		from.user = p.User
+		if p.Display != "" || p.User != old.User {
+			from.display = p.Display
+		}
+	}
+	c.mu.Unlock()
+	if !changed {
+		return
+	}
+	c.log.Info("party identity changed", "side", from.side.String(), "from", old.User, "to", p.User)
+	if c.s.OnIdentity != nil {
+		c.s.OnIdentity(c.snapshot(), IdentityInfo{Side: from.side, Old: old, New: p})
 	}
 }
 

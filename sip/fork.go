@@ -124,6 +124,7 @@ type ForkSession struct {
 
 	streams [2]*bridge.ForkStream // 0: near end's voice, 1: far end's voice
 	events  chan bridge.Event
+	parties chan partyUpdate
 	byes    chan *forkDialog
 	stop    chan string
 	done    chan struct{}
@@ -137,7 +138,8 @@ type ForkSession struct {
 	codec    bridge.Codec
 	media    [2]bridge.MediaDesc
 	origin   Origin
-	session  string // Session-ID (RFC 7989 shape)
+	session  string   // Session-ID (RFC 7989 shape)
+	rs       *rsState // SIPREC metadata ids, kept across re-INVITEs
 	sequence int
 
 	mu  sync.Mutex
@@ -232,7 +234,8 @@ func (s *Server) StartFork(mc *bridge.Call, req ForkRequest, log *slog.Logger) (
 		s: s, mc: mc, req: req, met: req.Metrics,
 		log:    log.With("call_id", mc.ID(), "fork_profile", p.Name),
 		events: make(chan bridge.Event, 64), byes: make(chan *forkDialog, 4),
-		stop: make(chan string, 1), done: make(chan struct{}),
+		parties: make(chan partyUpdate, 8),
+		stop:    make(chan string, 1), done: make(chan struct{}),
 		origin:  newOrigin(time.Now(), 7),
 		session: newSessionID(),
 	}
@@ -293,6 +296,106 @@ func (f *ForkSession) Stop(ctx context.Context, reason string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// partyUpdate is a change of who the call's ends are.
+type partyUpdate struct {
+	near, far ForkParty
+	transfer  bool
+}
+
+// UpdateParties tells the recorder who the call's ends are now, the way
+// the call manager does (PROTOCOL.md section 1): after a transfer (new
+// refci values) call-manager-style forks end (BYE) and new ones start
+// carrying the new identities; after a far end's identity change without
+// a transfer here, both forks get an UPDATE. A SIPREC session stays and
+// gets a re-INVITE with the new metadata (RFC 7866 section 9.2) in both
+// cases. It does not wait for the recorder.
+func (f *ForkSession) UpdateParties(near, far ForkParty, transfer bool) {
+	select {
+	case f.parties <- partyUpdate{near: near, far: far, transfer: transfer}:
+	case <-f.done:
+	default:
+		f.log.Warn("fork party update queue full; update dropped")
+	}
+}
+
+func (f *ForkSession) partiesChanged(u partyUpdate) {
+	f.req.NearParty, f.req.FarParty = u.near, u.far
+	what := "far end now " + u.far.Addr
+	if u.far.Device != "" {
+		what += " (" + u.far.Device + ")"
+	}
+	live := liveDialogs(f.dialogs)
+	if len(live) == 0 {
+		return // the next recording calls carry the new identities
+	}
+	if f.req.Profile.Protocol == ForkSIPREC {
+		mode := bridge.SendOnly
+		if f.held {
+			mode = bridge.Inactive
+		}
+		if err := f.reinvite(live[0], mode, true); err != nil {
+			f.event("failed", live[0].dest, "metadata re-INVITE: "+err.Error())
+			return
+		}
+		f.event("metadata_updated", live[0].dest, "re-INVITE with new metadata: "+what)
+		return
+	}
+	dest := live[0].dest
+	if u.transfer {
+		f.byeAll("", "transfer")
+		f.event("transferred", dest, "forks ended (BYE) on transfer; new forks with new refci: "+what)
+		if !f.held {
+			f.connect(f.cur)
+		}
+		return
+	}
+	for _, d := range live {
+		if err := f.update(d); err != nil {
+			f.event("failed", d.dest, "UPDATE: "+err.Error())
+			return
+		}
+	}
+	f.event("identity_updated", dest, "UPDATE on both forks: "+what)
+}
+
+// update sends an UPDATE without SDP on a call-manager-style fork dialog
+// carrying the current identities: the Contact URI has the same x-*
+// parameters as the INVITE's From, with the new values (the From of a
+// dialog cannot change; a Contact can, UPDATE being a target refresh).
+func (f *ForkSession) update(d *forkDialog) error {
+	role := "x-nearend"
+	if len(d.streams) > 0 && d.streams[0] == 1 {
+		role = "x-farend"
+	}
+	target := *d.ds.InviteRequest.Recipient.Clone()
+	if c := d.ds.InviteResponse.Contact(); c != nil {
+		target = *c.Address.Clone()
+	}
+	tp := d.ds.InviteRequest.Transport()
+	req := sipmsg.NewRequest(sipmsg.UPDATE, target)
+	req.Laddr = f.s.laddr(tp)
+	ct := f.contact(tp, f.req.NearParty.Addr)
+	ct.Address.UriParams = f.fromURI(role).UriParams
+	ct.Params.Add("isFocus", "")
+	req.AppendHeader(ct)
+	n := f.req.NearParty
+	disp := ""
+	if n.Name != "" {
+		disp = `"` + quoteSafe(n.Name) + `" `
+	}
+	req.AppendHeader(sipmsg.NewHeader("P-Asserted-Identity", disp+"<sip:"+n.Addr+"@"+f.s.cfg.Domain+">"))
+	ctx, cancel := context.WithTimeout(context.Background(), f.req.Profile.Timeout)
+	defer cancel()
+	res, err := d.ds.Do(ctx, req)
+	if err != nil {
+		return err
+	}
+	if !res.IsSuccess() {
+		return fmt.Errorf("recorder answered %s", res.StartLine())
+	}
+	return nil
 }
 
 // Done is closed when the session has ended.
@@ -371,6 +474,8 @@ func (f *ForkSession) run() {
 				f.teardown("call ended")
 				return
 			}
+		case u := <-f.parties:
+			f.partiesChanged(u)
 		case d := <-f.byes:
 			f.recorderBye(d)
 		case <-tick:
@@ -679,11 +784,14 @@ func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string) (*forkDial
 
 // metadata is the RFC 7865 document of a SIPREC session.
 func (f *ForkSession) metadata(labels []string) ([]byte, error) {
-	parties := [2]rsParty{}
-	for i, p := range []ForkParty{f.req.NearParty, f.req.FarParty} {
-		parties[i] = rsParty{AOR: "sip:" + p.Addr + "@" + f.s.cfg.Domain, Name: p.Name, Label: labels[i]}
+	if f.rs == nil {
+		f.rs = newRSState(time.Now())
 	}
-	return buildRecordingMetadata([]string{f.session}, time.Now(), parties)
+	now := time.Now()
+	for i, p := range []ForkParty{f.req.NearParty, f.req.FarParty} {
+		f.rs.set(i, "sip:"+p.Addr+"@"+f.s.cfg.Domain, p.Name, now)
+	}
+	return f.rs.build([]string{f.session}, labels)
 }
 
 // bye ends one fork dialog, with a Reason header when reason is set.

@@ -229,6 +229,7 @@ func NewRecorderServer(cfg RecorderConfig, newSink SinkFactory, log *slog.Logger
 	r.srv.OnInvite(r.onInvite)
 	r.srv.OnAck(r.onAck)
 	r.srv.OnBye(r.onBye)
+	r.srv.OnUpdate(r.onUpdate)
 	r.srv.OnOptions(func(req *sipmsg.Request, tx sipmsg.ServerTransaction) { r.respond(tx, req, 200, "", "") })
 	r.srv.OnCancel(func(req *sipmsg.Request, tx sipmsg.ServerTransaction) { r.respond(tx, req, 481, "", "") })
 	return r, nil
@@ -953,6 +954,32 @@ func (r *RecorderServer) onBye(req *sipmsg.Request, tx sipmsg.ServerTransaction)
 		}
 		s.end(why)
 	}
+}
+
+// onUpdate takes a call-manager-style identity update: an UPDATE whose
+// Contact carries the x-* parameters with new values (a far end that
+// changed). The Contact is kept verbatim with the session's identification.
+// An UPDATE with an SDP offer is not supported here (488).
+func (r *RecorderServer) onUpdate(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	cid := req.CallID()
+	r.mu.Lock()
+	var l *recLeg
+	if cid != nil {
+		l = r.legs[cid.Value()]
+	}
+	r.mu.Unlock()
+	if l == nil {
+		r.respond(tx, req, 481, "no recording session matches this request", "")
+		return
+	}
+	if len(req.Body()) > 0 {
+		r.respond(tx, req, 488, "UPDATE with a body is not supported by this recorder; use re-INVITE", "")
+		return
+	}
+	if ct := req.Contact(); ct != nil {
+		l.s.rs.add("", "UPDATE Contact: "+ct.Value(), "")
+	}
+	r.respond(tx, req, 200, "", "")
 }
 
 // reinvite handles an in-dialog INVITE: SIPREC pause (a=inactive) and

@@ -204,38 +204,80 @@ func rsID() string {
 	return base64.StdEncoding.EncodeToString(b[:])
 }
 
-// rsParty is one participant bib describes in the metadata it sends.
-type rsParty struct {
-	AOR, Name string
-	Label     string // SDP label of the stream this party sends
+// rsState is what bib has said about one recording session, so that each
+// metadata document it sends (the INVITE's, every re-INVITE's) keeps the
+// same session, stream and participant ids (RFC 7865 section 6.10), and a
+// participant who left (a transfer) stays listed with its
+// disassociate-time while the new one gets a new id.
+type rsState struct {
+	session string
+	start   string
+	streams [2]string
+	parts   [2]rsPart // 0: near end, 1: far end; each sends streams[i]
+	gone    []rsPart
 }
 
-// buildRecordingMetadata writes the complete metadata for a recording
-// session of one call with two participants, each sending one stream and
-// receiving the other's (RFC 7865 sections 6.3 to 6.8, example in 10.1).
-func buildRecordingMetadata(sipSessionIDs []string, start time.Time, parties [2]rsParty) ([]byte, error) {
-	sess := rsID()
-	ts := start.UTC().Format(time.RFC3339Nano)
+type rsPart struct {
+	id, aor, name string
+	since, until  string
+}
+
+func newRSState(start time.Time) *rsState {
+	st := &rsState{session: rsID(), start: start.UTC().Format(time.RFC3339Nano)}
+	st.streams = [2]string{rsID(), rsID()}
+	return st
+}
+
+// set names participant i (0 near, 1 far) at time at. Another AOR than
+// before is another participant: the old one is disassociated.
+func (st *rsState) set(i int, aor, name string, at time.Time) {
+	ts := at.UTC().Format(time.RFC3339Nano)
+	p := &st.parts[i]
+	switch {
+	case p.id == "":
+		*p = rsPart{id: rsID(), aor: aor, name: name, since: st.start}
+	case p.aor != aor:
+		old := *p
+		old.until = ts
+		st.gone = append(st.gone, old)
+		*p = rsPart{id: rsID(), aor: aor, name: name, since: ts}
+	default:
+		p.name = name
+	}
+}
+
+// build writes the complete metadata (RFC 7865 sections 6.3 to 6.8,
+// example in 10.1): the session, the current participants each sending
+// one stream and receiving the other's, and the ones who left.
+func (st *rsState) build(sipSessionIDs []string, labels []string) ([]byte, error) {
 	m := RecordingMetadata{
 		NS:       NSRecording,
 		DataMode: "complete",
-		Sessions: []RSSession{{ID: sess, SIPSessionID: sipSessionIDs, StartTime: ts}},
+		Sessions: []RSSession{{ID: st.session, SIPSessionID: sipSessionIDs, StartTime: st.start}},
 	}
-	var pids, sids [2]string
-	for i := range parties {
-		pids[i], sids[i] = rsID(), rsID()
-	}
-	for i, p := range parties {
-		np := RSParticipant{ID: pids[i], NameIDs: []RSNameID{{AOR: p.AOR}}}
-		if p.Name != "" {
-			np.NameIDs[0].Name = []RSName{{Lang: "en", Text: p.Name}}
+	add := func(p rsPart) {
+		np := RSParticipant{ID: p.id, NameIDs: []RSNameID{{AOR: p.aor}}}
+		if p.name != "" {
+			np.NameIDs[0].Name = []RSName{{Lang: "en", Text: p.name}}
 		}
 		m.Participants = append(m.Participants, np)
-		m.SessionAssoc = append(m.SessionAssoc, RSParticipantSess{ParticipantID: pids[i], SessionID: sess, AssociateTime: ts})
-		m.Streams = append(m.Streams, RSStream{ID: sids[i], SessionID: sess, Label: p.Label})
+		m.SessionAssoc = append(m.SessionAssoc, RSParticipantSess{ParticipantID: p.id, SessionID: st.session, AssociateTime: p.since, DisassociateTime: p.until})
 	}
-	for i := range parties {
-		m.StreamAssoc = append(m.StreamAssoc, RSParticipantStream{ParticipantID: pids[i], Send: []string{sids[i]}, Recv: []string{sids[1-i]}})
+	for _, p := range st.parts {
+		add(p)
+	}
+	for _, p := range st.gone {
+		add(p)
+	}
+	for i := range st.parts {
+		label := ""
+		if i < len(labels) {
+			label = labels[i]
+		}
+		m.Streams = append(m.Streams, RSStream{ID: st.streams[i], SessionID: st.session, Label: label})
+	}
+	for i, p := range st.parts {
+		m.StreamAssoc = append(m.StreamAssoc, RSParticipantStream{ParticipantID: p.id, Send: []string{st.streams[i]}, Recv: []string{st.streams[1-i]}})
 	}
 	out, err := xml.MarshalIndent(m, "", "  ")
 	if err != nil {

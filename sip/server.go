@@ -44,6 +44,12 @@ type Server struct {
 	OnAnswered func(ci CallInfo, c *bridge.Call)
 	// OnEnded is called once when a call that reached the callee ended.
 	OnEnded func(ci CallInfo)
+	// OnTransfer is called after a blind transfer (REFER) completed: the
+	// party of t.Side was replaced (transfer.go). Set before Serve.
+	OnTransfer func(ci CallInfo, t TransferInfo)
+	// OnIdentity is called when a party's re-INVITE or UPDATE asserts a new
+	// identity (P-Asserted-Identity), after the offer/answer. Set before Serve.
+	OnIdentity func(ci CallInfo, id IdentityInfo)
 	// Authorize is called for every new INVITE before routing; an error
 	// rejects the call: a *StatusError with its code and Warning, any other
 	// error as 403 with the error text as Warning.
@@ -97,6 +103,7 @@ type Server struct {
 type legRef struct {
 	c    *call
 	side bridge.Side
+	leg  *sigLeg // set for a leg a transfer replaced (its BYE ends nothing)
 }
 
 // New builds a server. Nothing is bound until Listen.
@@ -157,6 +164,7 @@ func New(cfg Config, routes []Route, eng *bridge.Engine, log *slog.Logger, opts 
 	s.srv.OnBye(s.onBye)
 	s.srv.OnCancel(s.onCancel)
 	s.srv.OnUpdate(s.onUpdate)
+	s.srv.OnRefer(s.onRefer)
 	s.srv.OnRegister(s.onRegister)
 	s.srv.OnOptions(s.onOptions)
 	s.srv.OnNoRoute(s.onNoRoute)
@@ -433,7 +441,10 @@ func (s *Server) unregister(c *call) {
 	s.releaseCall(c.legs[bridge.SideA].callID)
 	s.mu.Lock()
 	delete(s.calls, c.id)
-	for _, l := range c.legs {
+	c.mu.Lock()
+	legs := append(c.legs[:], c.old...)
+	c.mu.Unlock()
+	for _, l := range legs {
 		if l != nil && s.byCallID[l.callID].c == c {
 			delete(s.byCallID, l.callID)
 		}
@@ -482,7 +493,7 @@ func (s *Server) onOptions(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		sipmsg.NewHeader("Accept", "application/sdp"))
 }
 
-const allowed = "INVITE, ACK, BYE, CANCEL, UPDATE, OPTIONS, REGISTER"
+const allowed = "INVITE, ACK, BYE, CANCEL, UPDATE, REFER, NOTIFY, OPTIONS, REGISTER"
 
 func (s *Server) onNoRoute(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	s.respond(tx, req, 405, "Method Not Allowed", "method "+req.Method.String()+" not supported", sipmsg.NewHeader("Allow", allowed))

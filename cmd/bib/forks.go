@@ -119,6 +119,21 @@ func startForks(ss *sip.Server, profiles []RecordingProfile, fc forkCall, metric
 	if !ok {
 		return nil, nil
 	}
+	near, far := forkParties(fc)
+	req := sip.ForkRequest{
+		Profile:   prof.forkProfile(),
+		Near:      fc.Near,
+		NearParty: near,
+		FarParty:  far,
+		Metrics:   metrics,
+		OnEvent:   onEvent,
+	}
+	return ss.StartFork(fc.Media, req, log)
+}
+
+// forkParties names the near and far ends of a fork (x-* parameters,
+// SIPREC participants).
+func forkParties(fc forkCall) (near, far sip.ForkParty) {
 	ci := fc.Info
 	party := func(s bridge.Side) (user, name string) {
 		if s == bridge.SideA {
@@ -132,15 +147,7 @@ func startForks(ss *sip.Server, profiles []RecordingProfile, fc forkCall, metric
 	if nearAddr == "" {
 		nearAddr = nearUser
 	}
-	req := sip.ForkRequest{
-		Profile: prof.forkProfile(),
-		Near:    fc.Near,
-		NearParty: sip.ForkParty{Name: nearName, Addr: nearAddr, Device: fc.Device.Name,
-			RefCI: fc.RefCI[fc.Near], ClusterID: fc.ClusterID},
-		FarParty: sip.ForkParty{Name: farName, Addr: farUser, Device: fc.FarDevice,
-			RefCI: fc.RefCI[fc.Near.Other()], ClusterID: fc.ClusterID},
-		Metrics: metrics,
-		OnEvent: onEvent,
-	}
-	return ss.StartFork(fc.Media, req, log)
+	near = sip.ForkParty{Name: nearName, Addr: nearAddr, Device: fc.Device.Name, RefCI: fc.RefCI[fc.Near], ClusterID: fc.ClusterID}
+	far = sip.ForkParty{Name: farName, Addr: farUser, Device: fc.FarDevice, RefCI: fc.RefCI[fc.Near.Other()], ClusterID: fc.ClusterID}
+	return near, far
 }

@@ -104,18 +104,11 @@ func (s *server) startRecording(cs *callState, side bridge.Side, selective bool)
 // disturbs the call or the local recording: the failure is an event in
 // the call record, a metric and one log line. cs.mu is held.
 func (s *server) startForksLocked(cs *callState, side bridge.Side) {
-	near, far := cs.roles.Party(side), cs.roles.Party(side.Other())
+	near := cs.roles.Party(side)
 	if near.Device.RecordingProfile == "" || cs.forks[side] != nil {
 		return
 	}
-	fc := forkCall{
-		Info: cs.info, Media: cs.media, Near: side, Device: near.Device, Verdict: near.Record,
-		ClusterID: s.policy.Cluster().ID,
-		RefCI:     [2]string{strconv.FormatUint(uint64(cs.refci[0]), 10), strconv.FormatUint(uint64(cs.refci[1]), 10)},
-	}
-	if far.Configured {
-		fc.FarDevice = far.Device.Name
-	}
+	fc := s.forkCallLocked(cs, side)
 	onEvent := func(ev sip.ForkEvent) {
 		cs.mu.Lock()
 		if len(cs.events) < 100 {
@@ -130,6 +123,21 @@ func (s *server) startForksLocked(cs *callState, side bridge.Side) {
 		return
 	}
 	cs.forks[side] = f
+}
+
+// forkCallLocked describes the call for the forks of near-end side s.
+// cs.mu is held.
+func (s *server) forkCallLocked(cs *callState, side bridge.Side) forkCall {
+	near, far := cs.roles.Party(side), cs.roles.Party(side.Other())
+	fc := forkCall{
+		Info: cs.info, Media: cs.media, Near: side, Device: near.Device, Verdict: near.Record,
+		ClusterID: s.policy.Cluster().ID,
+		RefCI:     [2]string{strconv.FormatUint(uint64(cs.refci[0]), 10), strconv.FormatUint(uint64(cs.refci[1]), 10)},
+	}
+	if far.Configured {
+		fc.FarDevice = far.Device.Name
+	}
+	return fc
 }
 
 // stopForks ends the forks of one side (or both with all).

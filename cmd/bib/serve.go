@@ -134,6 +134,8 @@ func newServer(cfg Config, log *slog.Logger) (*server, error) {
 	ss.OnRefused = s.onSIPRefused
 	ss.OnAnswered = s.onAnswered
 	ss.OnEnded = s.onEnded
+	ss.OnTransfer = s.onTransfer
+	ss.OnIdentity = s.onIdentity
 	ss.OnMonitor = s.onSIPMonitor // supervisors dialling monitor-<line> (monitor_sip.go)
 	s.sip = ss
 	return s, nil

@@ -37,6 +37,7 @@ type Call struct {
 	byeReq      *sipmsg.Request
 	provisional []*sipmsg.Response
 	inDialog    []InDialog
+	notifies    []*sipmsg.Request
 }
 
 // InDialog records a re-INVITE or UPDATE the party received and answered.
@@ -233,6 +234,32 @@ func (c *Call) write(req *sipmsg.Request) error {
 	return c.uas.WriteRequest(req)
 }
 
+// Refer asks bib to transfer the call's other party to target (RFC 3515
+// blind transfer) and returns the response (202 when accepted).
+func (c *Call) Refer(ctx context.Context, referTo string) (*sipmsg.Response, error) {
+	req := sipmsg.NewRequest(sipmsg.REFER, c.target())
+	req.AppendHeader(sipmsg.NewHeader("Refer-To", referTo))
+	req.AppendHeader(sipmsg.NewHeader("Referred-By", "<sip:"+c.p.User+"@"+c.p.SIPAddr.String()+">"))
+	return c.do(ctx, req)
+}
+
+// Notifies returns the NOTIFY requests received in the call's dialog.
+func (c *Call) Notifies() []*sipmsg.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*sipmsg.Request(nil), c.notifies...)
+}
+
+// ReInviteWith is ReInvite with extra headers (e.g. P-Asserted-Identity).
+func (c *Call) ReInviteWith(ctx context.Context, offer []byte, hdrs ...sipmsg.Header) (*sipmsg.Response, error) {
+	return c.offer(ctx, sipmsg.INVITE, offer, hdrs...)
+}
+
+// UpdateWith sends an UPDATE (offer may be nil) with extra headers.
+func (c *Call) UpdateWith(ctx context.Context, offer []byte, hdrs ...sipmsg.Header) (*sipmsg.Response, error) {
+	return c.offer(ctx, sipmsg.UPDATE, offer, hdrs...)
+}
+
 // ReInvite sends a re-INVITE with offer (nil for SDP-less: the 200 then
 // carries bib's offer and the party answers in the ACK, mirroring its
 // direction). It returns the final response; on 2xx the ACK was sent.
@@ -245,8 +272,11 @@ func (c *Call) Update(ctx context.Context, offer []byte) (*sipmsg.Response, erro
 	return c.offer(ctx, sipmsg.UPDATE, offer)
 }
 
-func (c *Call) offer(ctx context.Context, method sipmsg.RequestMethod, offer []byte) (*sipmsg.Response, error) {
+func (c *Call) offer(ctx context.Context, method sipmsg.RequestMethod, offer []byte, hdrs ...sipmsg.Header) (*sipmsg.Response, error) {
 	req := sipmsg.NewRequest(method, c.target())
+	for _, h := range hdrs {
+		req.AppendHeader(h)
+	}
 	if offer != nil {
 		req.AppendHeader(sipmsg.NewHeader("Content-Type", "application/sdp"))
 		req.SetBody(offer)

@@ -107,6 +107,7 @@ func NewParty(user string, log *slog.Logger) (*Party, error) {
 	p.Srv.OnAck(p.onAck)
 	p.Srv.OnBye(p.onBye)
 	p.Srv.OnUpdate(p.onUpdate)
+	p.Srv.OnNotify(p.onNotify)
 	p.Srv.OnOptions(func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		_ = tx.Respond(sipmsg.NewResponseFromRequest(req, 200, "OK", nil))
 	})
@@ -376,6 +377,18 @@ func (p *Party) onUpdate(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		return
 	}
 	c.answerInDialog(req, tx)
+}
+
+func (p *Party) onNotify(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	c := p.find(req)
+	if c == nil {
+		_ = tx.Respond(sipmsg.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		return
+	}
+	c.mu.Lock()
+	c.notifies = append(c.notifies, req)
+	c.mu.Unlock()
+	_ = tx.Respond(sipmsg.NewResponseFromRequest(req, 200, "OK", nil))
 }
 
 func (p *Party) onAck(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
