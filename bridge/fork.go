@@ -25,6 +25,10 @@ type ForkPT struct {
 type ForkRoute struct {
 	Addr netip.AddrPort
 	PT   map[uint8]ForkPT
+	// SRTP is bib's sending key toward the recorder (the a=crypto of the
+	// SDP bib sent it); nil sends plain RTP. A route with the same key as
+	// before keeps the encryption context, so the rollover counter goes on.
+	SRTP *SRTPKey
 }
 
 // forkRoute is ForkRoute compiled for the hot path: a fixed table, no map.
@@ -32,6 +36,7 @@ type forkRoute struct {
 	addr netip.AddrPort
 	sa   syscall.Sockaddr
 	pt   [128]forkPT
+	srtp *srtpCtx // nil: plain RTP
 }
 
 type forkPT struct {
@@ -48,7 +53,7 @@ type ForkCounters struct {
 	Paused     atomic.Uint64 // packets not sent because the stream had no route (paused, not yet negotiated)
 	Unmapped   atomic.Uint64 // packets whose payload type the recorder did not negotiate
 	Dropped    atomic.Uint64 // packets dropped because the socket (or the queue) was full
-	SendErrors atomic.Uint64
+	SendErrors atomic.Uint64 // includes packets SRTP could not protect
 	Rebases    atomic.Uint64 // timestamp/sequence re-anchors (source SSRC change, timestamp or sequence jump)
 }
 
@@ -105,9 +110,13 @@ type ForkStream struct {
 
 	route atomic.Pointer[forkRoute]
 
+	srtpMu   sync.Mutex // serialises SetRoute's choice of context
+	srtpLast *srtpCtx   // the last SRTP context, kept across Pause
+
 	// relay goroutine state
 	st      forkState
 	buf     [maxDatagram]byte
+	ebuf    [maxDatagram + srtpMaxTrailer]byte // buf encrypted (SRTP routes)
 	sendFn  func(fd uintptr) bool
 	sendB   []byte
 	sendSA  syscall.Sockaddr
@@ -193,12 +202,29 @@ func (f *ForkStream) Direction() Direction { return f.dir }
 func (f *ForkStream) SSRC() uint32 { return f.ssrc }
 
 // SetRoute starts (or changes) sending to r.Addr with r's payload type
-// mapping. It may be called while packets flow.
+// mapping, encrypted with r.SRTP if set. It may be called while packets
+// flow. An unusable key is an error and pauses the stream: nothing goes
+// out in the clear that was meant to be encrypted.
 func (f *ForkStream) SetRoute(r ForkRoute) error {
 	if !r.Addr.IsValid() || r.Addr.Port() == 0 || r.Addr.Addr().IsUnspecified() {
 		return fmt.Errorf("fork route %s: %w", r.Addr, ErrForkAddress)
 	}
 	cr := &forkRoute{addr: r.Addr}
+	if r.SRTP != nil {
+		f.srtpMu.Lock()
+		c := f.srtpLast
+		if c == nil || !c.key.Equal(*r.SRTP) {
+			var err error
+			if c, err = newSRTPCtx(*r.SRTP, false); err != nil {
+				f.srtpMu.Unlock()
+				f.route.Store(nil)
+				return fmt.Errorf("fork route %s: %w", r.Addr, err)
+			}
+			f.srtpLast = c
+		}
+		f.srtpMu.Unlock()
+		cr.srtp = c
+	}
 	a := r.Addr.Addr()
 	if a.Is4() || a.Is4In6() {
 		cr.sa = &syscall.SockaddrInet4{Port: int(r.Addr.Port()), Addr: a.Unmap().As4()}
@@ -258,6 +284,14 @@ func (f *ForkStream) RTP(dir Direction, pkt *Packet) {
 	b[4], b[5], b[6], b[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
 	s := f.ssrc
 	b[8], b[9], b[10], b[11] = byte(s>>24), byte(s>>16), byte(s>>8), byte(s)
+	if r.srtp != nil {
+		eb, err := r.srtp.encrypt(f.ebuf[:], b)
+		if err != nil {
+			f.C.SendErrors.Add(1)
+			return
+		}
+		b = eb
+	}
 	f.send(r, b)
 }
 
@@ -426,7 +460,7 @@ type forkQueue struct {
 type forkSlot struct {
 	n int
 	r *forkRoute
-	b [maxDatagram]byte
+	b [maxDatagram + srtpMaxTrailer]byte
 }
 
 func newForkQueue(n int) *forkQueue {

@@ -23,6 +23,12 @@ type LegCounters struct {
 	Oversize      atomic.Uint64 // datagrams longer than 1500 bytes
 	NoDestination atomic.Uint64 // valid packets with nowhere to go (other party unknown or port 0)
 	SendErrors    atomic.Uint64
+	// SRTP legs only: datagrams dropped because their authentication
+	// failed (wrong key, forged, tampered, too short for a tag) or because
+	// their packet index was already received or is older than the replay
+	// window. Neither is relayed nor shown to the taps.
+	SRTPAuthFailed atomic.Uint64
+	SRTPReplayed   atomic.Uint64
 }
 
 // LegStats is a snapshot of a leg for the API.
@@ -47,6 +53,11 @@ type LegStats struct {
 	Oversize      uint64         `json:"oversize"`
 	NoDestination uint64         `json:"no_destination"`
 	SendErrors    uint64         `json:"send_errors"`
+	// SRTP: the party sends SRTP (its SDP carried a key); the counters
+	// below stay 0 on a plain RTP leg.
+	SRTP           bool   `json:"srtp"`
+	SRTPAuthFailed uint64 `json:"srtp_auth_failed"`
+	SRTPReplayed   uint64 `json:"srtp_replayed"`
 }
 
 // peer is where a leg's party receives media, as signalled in its SDP. It
@@ -54,6 +65,10 @@ type LegStats struct {
 type peer struct {
 	rtp, rtcp netip.AddrPort
 	mux       bool
+	// srtp authenticates and decrypts what the party sends, nil for plain
+	// RTP. Only the reader of the leg's RTP socket uses it; successive peer
+	// values share it while the party's key stays the same.
+	srtp *srtpCtx
 }
 
 // Leg is one side of a call: the sockets bib opened facing one party.
@@ -68,6 +83,7 @@ type Leg struct {
 	peer             atomic.Pointer[peer]
 	latched          atomic.Bool
 	desc             atomic.Pointer[MediaDesc]
+	srtpLast         atomic.Pointer[srtpCtx] // last inbound SRTP context, kept across plain interludes
 
 	C LegCounters
 }
@@ -87,8 +103,12 @@ func (l *Leg) Desc() MediaDesc {
 func (l *Leg) setRemote(d MediaDesc) {
 	dc := d
 	dc.Codecs = append([]Codec(nil), d.Codecs...)
+	if d.SRTP != nil {
+		k := d.SRTP.clone()
+		dc.SRTP = &k
+	}
 	l.desc.Store(&dc)
-	p := &peer{rtp: d.RTP, rtcp: d.RTCP, mux: d.RTCPMux}
+	p := &peer{rtp: d.RTP, rtcp: d.RTCP, mux: d.RTCPMux, srtp: l.inboundSRTP(dc.SRTP)}
 	if !p.rtcp.IsValid() && p.rtp.IsValid() && !p.mux {
 		p.rtcp = netip.AddrPortFrom(p.rtp.Addr(), p.rtp.Port()+1)
 	}
@@ -96,6 +116,31 @@ func (l *Leg) setRemote(d MediaDesc) {
 	if old == nil || old.rtp != p.rtp {
 		l.latched.Store(false)
 	}
+}
+
+// inboundSRTP returns the context for the party's sending key k: the one
+// in use if k is unchanged (RFC 4568 section 7.1.4: the rollover counter
+// and replay state carry on), else a new one. An unusable key gives a
+// context that rejects every packet: nothing is relayed in the clear that
+// the party meant to protect.
+func (l *Leg) inboundSRTP(k *SRTPKey) *srtpCtx {
+	if k == nil {
+		return nil
+	}
+	cur := l.srtpLast.Load()
+	if p := l.peer.Load(); p != nil && p.srtp != nil {
+		cur = p.srtp
+	}
+	if cur != nil && cur.ctx != nil && cur.key.Equal(*k) {
+		return cur
+	}
+	c, err := newSRTPCtx(*k, true)
+	if err != nil {
+		l.call.log.Error("srtp key unusable, dropping all media from the party", "leg", l.side.String(), "err", err)
+		return &srtpCtx{key: k.clone()}
+	}
+	l.srtpLast.Store(c)
+	return c
 }
 
 func (l *Leg) stats() LegStats {
@@ -115,9 +160,13 @@ func (l *Leg) stats() LegStats {
 		Oversize:      l.C.Oversize.Load(),
 		NoDestination: l.C.NoDestination.Load(),
 		SendErrors:    l.C.SendErrors.Load(),
+
+		SRTPAuthFailed: l.C.SRTPAuthFailed.Load(),
+		SRTPReplayed:   l.C.SRTPReplayed.Load(),
 	}
 	if p := l.peer.Load(); p != nil {
 		s.Remote, s.RemoteRTCP, s.RTCPMux = p.rtp, p.rtcp, p.mux
+		s.SRTP = p.srtp != nil
 	}
 	d := l.Desc()
 	s.Mode = d.Mode.String()
@@ -129,14 +178,16 @@ func (l *Leg) stats() LegStats {
 const errorBudget = 100
 
 // readRTP is the hot loop for the leg's RTP socket: read a datagram from the
-// party, filter it, relay it out of the other leg's socket unchanged, then
-// show it to the taps. One buffer, one Packet, no allocation, no lock, no
-// log line per packet.
+// party, filter it (and on an SRTP leg authenticate and decrypt it into a
+// second buffer), relay it out of the other leg's socket unchanged, then
+// show it (decrypted) to the taps. Two buffers, one Packet, no allocation,
+// no lock, no log line per packet.
 func (l *Leg) readRTP() {
 	c := l.call
 	out := c.legs[l.side.Other()]
 	dir := Direction(l.side)
 	buf := make([]byte, readBufSize)
+	dec := make([]byte, readBufSize) // an SRTP packet decrypted, for the taps
 	var stamp stampBuf
 	oob := stamp.bytes()
 	pkt := &Packet{}
@@ -171,10 +222,15 @@ func (l *Leg) readRTP() {
 		}
 		b := buf[:n]
 		if p.mux && isRTCP(b) {
+			// SRTCP too: passed through unauthenticated (see srtp.go).
 			l.relayRTCP(b, out)
 			continue
 		}
-		if err := parseRTP(b, pkt); err != nil {
+		if p.srtp != nil {
+			if !l.openSRTP(p.srtp, b, dec, pkt) {
+				continue
+			}
+		} else if err := parseRTP(b, pkt); err != nil {
 			l.C.Malformed.Add(1)
 			continue
 		}
@@ -214,7 +270,8 @@ func (l *Leg) readRTP() {
 	}
 }
 
-// readRTCP relays RTCP from the leg's RTCP socket (no rtcp-mux).
+// readRTCP relays RTCP from the leg's RTCP socket (no rtcp-mux). SRTCP is
+// relayed the same way, unchanged and unauthenticated.
 func (l *Leg) readRTCP() {
 	c := l.call
 	out := c.legs[l.side.Other()]

@@ -322,6 +322,9 @@ type ioWorker struct {
 	msgs  [batchSize]mmsghdr
 	pkts  [batchSize]Packet
 	tap   [batchSize]bool // message i is a valid RTP packet the taps should see
+	// dec[i] holds message i decrypted on an SRTP leg: the taps run after
+	// the batch's sends, which still read the encrypted bufs[i].
+	dec [batchSize][readBufSize]byte
 
 	out     [batchSize]sendItem
 	nout    int
@@ -600,11 +603,16 @@ func (w *ioWorker) serve(s *loopSock) bool {
 		}
 		b := w.bufs[i][:n]
 		if p.mux && isRTCP(b) {
+			// SRTCP too: passed through unauthenticated (see srtp.go).
 			w.queueRTCP(lc, l, out, i, n)
 			continue
 		}
 		pkt := &w.pkts[i]
-		if err := parseRTP(b, pkt); err != nil {
+		if p.srtp != nil {
+			if !l.openSRTP(p.srtp, b, w.dec[i][:], pkt) {
+				continue
+			}
+		} else if err := parseRTP(b, pkt); err != nil {
 			l.C.Malformed.Add(1)
 			continue
 		}

@@ -106,6 +106,11 @@ type MediaDesc struct {
 	Mode    Mode           `json:"-"`
 	Codecs  []Codec        `json:"codecs"` // in preference order
 	Ptime   int            `json:"ptime_ms,omitempty"`
+	// SRTP is the key the party sends its RTP with (its a=crypto, RFC
+	// 4568), nil for plain RTP. bib authenticates and decrypts with it and
+	// relays the party's datagrams unchanged; the other party must have
+	// been given the same key. Never serialised.
+	SRTP *SRTPKey `json:"-"`
 }
 
 // Hold reports whether this description puts the stream on hold (RFC 3264
@@ -125,19 +130,24 @@ func (m MediaDesc) Codec(pt uint8) (Codec, bool) {
 }
 
 // Packet is one relayed RTP packet as a tap sees it. Every slice aliases the
-// relay's read buffer and is valid only during the Tap.RTP call.
+// relay's read (or decrypt) buffer and is valid only during the Tap.RTP call.
+// On an SRTP leg the packet is the decrypted one: taps always see plain RTP.
 type Packet struct {
 	Header  rtp.Header
 	Payload []byte // RTP payload (after CSRCs, extension and padding removed)
-	Raw     []byte // the whole datagram as received and relayed
-	Arrival int64  // receive time, nanoseconds on the call's monotonic clock (see Call.Now)
+	// Raw is the whole datagram as received and relayed; on an SRTP leg it
+	// is the decrypted RTP packet (no authentication tag), while the
+	// encrypted datagram is what was relayed.
+	Raw     []byte
+	Arrival int64 // receive time, nanoseconds on the call's monotonic clock (see Call.Now)
 }
 
 // Tap observes a call's media. RTP runs on a relay goroutine for every
-// packet that passed source filtering, once per direction's packet, and must
-// not block, allocate on its steady path or retain pkt: copy what you keep
-// into your own bounded queue and count overflow. Event runs off the hot path
-// when the call's media state changes.
+// packet that passed source filtering (and, on an SRTP leg,
+// authentication), once per direction's packet, and must not block,
+// allocate on its steady path or retain pkt: copy what you keep into your
+// own bounded queue and count overflow. Event runs off the hot path when
+// the call's media state changes.
 type Tap interface {
 	RTP(dir Direction, pkt *Packet)
 	Event(ev Event)

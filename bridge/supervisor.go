@@ -34,6 +34,7 @@ type SupervisorLegStats struct {
 	Local       netip.AddrPort `json:"local_rtp"`
 	Remote      netip.AddrPort `json:"remote_rtp"`
 	Codec       Codec          `json:"codec"`
+	SRTP        bool           `json:"srtp"` // the mix is sent as SRTP (SetSRTP)
 	PacketsSent uint64         `json:"packets_sent"`
 	SendErrors  uint64         `json:"send_errors"`
 	Dropped     uint64         `json:"supervisor_packets_dropped"`
@@ -50,6 +51,12 @@ type supDest struct {
 	dtmf  [128]bool
 }
 
+// supSRTP is the supervisor stream's protection: nil pointer means plain
+// RTP; ctx nil means an unusable key was given and nothing is sent.
+type supSRTP struct {
+	ctx *srtpCtx
+}
+
 // SupervisorLeg is the media side of a SIP supervisor's call: bib sends the
 // call's mix to the supervisor, a=sendonly, from its own RTP/RTCP port pair;
 // whatever the supervisor sends (RTP audio, RTCP, RFC 4733 digits) is read
@@ -62,8 +69,12 @@ type SupervisorLeg struct {
 	local      netip.AddrPort
 	localRTCP  netip.AddrPort
 	dest       atomic.Pointer[supDest]
-	stamp      rtpStamp // mixer goroutine only
-	buf        []byte   // mixer goroutine only
+	srtp       atomic.Pointer[supSRTP]
+	srtpMu     sync.Mutex // serialises SetSRTP, guards srtpLast
+	srtpLast   *srtpCtx   // the last usable context, kept across a plain interlude
+	stamp      rtpStamp   // mixer goroutine only
+	buf        []byte     // mixer goroutine only
+	ebuf       []byte     // mixer goroutine only: buf encrypted
 	wg         sync.WaitGroup
 	closing    atomic.Bool
 	closeOnce  sync.Once
@@ -91,6 +102,7 @@ func NewSupervisorLeg(e *Engine, log *slog.Logger, onDrop func(n uint64)) (*Supe
 		localRTCP:  rtcpc.LocalAddr().(*net.UDPAddr).AddrPort(),
 		stamp:      newRTPStamp(),
 		buf:        make([]byte, rtpHeaderMin+mixSlotBytes),
+		ebuf:       make([]byte, rtpHeaderMin+mixSlotBytes+srtpMaxTrailer),
 		dropNotify: onDrop,
 	}
 	s.wg.Add(2)
@@ -129,6 +141,35 @@ func (s *SupervisorLeg) SetRemote(d MediaDesc) (Codec, error) {
 	return nd.codec, nil
 }
 
+// SetSRTP sets bib's sending key toward the supervisor (the a=crypto of
+// the SDP bib sent it); nil sends plain RTP. The same key as before keeps
+// the encryption context, so the rollover counter goes on. An unusable key
+// is an error and stops the mix until a usable key or nil is set: nothing
+// goes out in the clear that was meant to be encrypted (such frames count
+// as send errors). It may be called while the mixer runs.
+func (s *SupervisorLeg) SetSRTP(send *SRTPKey) error {
+	s.srtpMu.Lock()
+	defer s.srtpMu.Unlock()
+	if send == nil {
+		s.srtp.Store(nil)
+		return nil
+	}
+	if c := s.srtpLast; c != nil && c.key.Equal(*send) {
+		if cur := s.srtp.Load(); cur == nil || cur.ctx != c {
+			s.srtp.Store(&supSRTP{ctx: c})
+		}
+		return nil
+	}
+	c, err := newSRTPCtx(*send, false)
+	if err != nil {
+		s.srtp.Store(&supSRTP{})
+		return fmt.Errorf("supervisor leg: %w", err)
+	}
+	s.srtpLast = c
+	s.srtp.Store(&supSRTP{ctx: c})
+	return nil
+}
+
 // Codec returns the codec chosen by SetRemote.
 func (s *SupervisorLeg) Codec() Codec {
 	if d := s.dest.Load(); d != nil {
@@ -159,6 +200,18 @@ func (s *SupervisorLeg) WriteMix(f *MixFrame) {
 	ssrc := s.stamp.ssrc
 	b[8], b[9], b[10], b[11] = byte(ssrc>>24), byte(ssrc>>16), byte(ssrc>>8), byte(ssrc)
 	copy(b[rtpHeaderMin:], f.Payload)
+	if sp := s.srtp.Load(); sp != nil {
+		if sp.ctx == nil {
+			s.C.SendErrors.Add(1)
+			return
+		}
+		eb, err := sp.ctx.encrypt(s.ebuf, b)
+		if err != nil {
+			s.C.SendErrors.Add(1)
+			return
+		}
+		b = eb
+	}
 	if _, err := s.rtp.WriteToUDPAddrPort(b, d.rtp); err != nil {
 		s.C.SendErrors.Add(1)
 		return
@@ -223,6 +276,7 @@ func (s *SupervisorLeg) Stats() SupervisorLegStats {
 	if d := s.dest.Load(); d != nil {
 		st.Remote, st.Codec = d.rtp, d.codec
 	}
+	st.SRTP = s.srtp.Load() != nil
 	return st
 }
 

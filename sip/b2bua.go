@@ -581,6 +581,9 @@ func (c *call) setup(req *sipmsg.Request, dsA *sipgo.DialogServerSession, target
 	if offer != nil {
 		// Early offer: B's 200 carries the answer.
 		ans, err := ParseMedia(bodyRes)
+		if err == nil {
+			err = srtpMismatch(*offer, ans)
+		}
 		if err != nil {
 			_ = dsB.Ack(ackCtx)
 			c.sendBye(ackCtx, b, `SIP;cause=488;text="unusable SDP answer"`)
@@ -633,6 +636,9 @@ func (c *call) setup(req *sipmsg.Request, dsA *sipgo.DialogServerSession, target
 		}
 		c.dropAck(bridge.SideA, cseqA)
 		ans, perr := ParseMedia(ackBody)
+		if perr == nil {
+			perr = srtpMismatch(off, ans)
+		}
 		var sdpB []byte
 		if perr == nil {
 			sdpB, perr = c.localSDP(bridge.SideB, ackBody)
@@ -978,6 +984,9 @@ func (c *call) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransaction, fro
 			c.sendAck(to, nil)
 		}
 		ans, err := ParseMedia(resBody)
+		if err == nil {
+			err = srtpMismatch(*offer, ans)
+		}
 		var sdpFrom []byte
 		if err == nil {
 			sdpFrom, err = c.localSDP(from.side, resBody)

@@ -362,7 +362,7 @@ func TestFailures(t *testing.T) {
 			body []byte
 			warn string
 		}{
-			{caller.SDP(siptest.SDPOptions{Proto: "RTP/SAVP"}), `302 bib "audio transport RTP/SAVP not supported`},
+			{caller.SDP(siptest.SDPOptions{Proto: "RTP/SAVP"}), `302 bib "RTP/SAVP audio without an a=crypto suite bib supports`},
 			{[]byte("v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\n"), `304 bib "no audio stream`},
 			{[]byte("this is not sdp"), `399 bib "malformed sdp`},
 		} {

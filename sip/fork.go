@@ -37,6 +37,9 @@ var (
 	ErrForkCodec = errors.New("recorder cannot take the call's codec")
 	// ErrForkFailed: no recorder destination accepted the fork.
 	ErrForkFailed = errors.New("no recorder accepted the fork")
+	// ErrForkSRTP: the call is secure (SRTP) and the recorder does not
+	// take SRTP.
+	ErrForkSRTP = errors.New("secure call: the recorder does not support SRTP")
 )
 
 // ForkProfile says where and how a call's media is forked to an external
@@ -54,6 +57,10 @@ type ForkProfile struct {
 	// Keepalive is the interval of in-dialog OPTIONS that detect a dead
 	// recorder mid-call (default 10s; negative disables).
 	Keepalive time.Duration
+	// SRTPFallback lets a secure call be forked in plain RTP to a recorder
+	// that does not support SRTP. Default false: a secure call is forked
+	// only to recorders that take SRTP (the next destination is tried).
+	SRTPFallback bool
 }
 
 // ForkParty identifies one end of a recorded call in the fork's headers
@@ -109,6 +116,8 @@ type forkDialog struct {
 	offered []bridge.Codec // the recorder's codecs (its offer or answer)
 	remote  []netip.AddrPort
 	labels  []string
+	secure  bool     // SRTP toward the recorder (streams use keys[i])
+	tags    []string // a=crypto tag per stream
 	ended   atomic.Bool
 }
 
@@ -138,8 +147,9 @@ type ForkSession struct {
 	codec    bridge.Codec
 	media    [2]bridge.MediaDesc
 	origin   Origin
-	session  string   // Session-ID (RFC 7989 shape)
-	rs       *rsState // SIPREC metadata ids, kept across re-INVITEs
+	session  string             // Session-ID (RFC 7989 shape)
+	rs       *rsState           // SIPREC metadata ids, kept across re-INVITEs
+	keys     [2]*bridge.SRTPKey // bib's SRTP key per stream, made on first secure use
 	sequence int
 
 	mu  sync.Mutex
@@ -525,26 +535,44 @@ func (f *ForkSession) connect(from int) bool {
 
 // place establishes the fork set at one destination.
 func (f *ForkSession) place(dest sipmsg.Uri) error {
+	err := f.placeAs(dest, false)
+	if errors.Is(err, ErrForkSRTP) && f.req.Profile.SRTPFallback {
+		// X-cisco-srtp-fallback: the profile allows a plain fork of a
+		// secure call to a recorder without SRTP.
+		f.event("srtp_fallback", dest.String(), err.Error()+"; forking in plain RTP (srtp_fallback)")
+		return f.placeAs(dest, true)
+	}
+	return err
+}
+
+func (f *ForkSession) placeAs(dest sipmsg.Uri, plain bool) error {
 	f.sequence++
 	if f.req.Profile.Protocol == ForkSIPREC {
-		d, err := f.invite(dest, []int{0, 1}, "")
+		d, err := f.invite(dest, []int{0, 1}, "", plain)
 		if err != nil {
 			return err
 		}
 		f.dialogs = []*forkDialog{d}
 		return nil
 	}
-	near, err := f.invite(dest, []int{0}, "x-nearend")
+	near, err := f.invite(dest, []int{0}, "x-nearend", plain)
 	if err != nil {
 		return err
 	}
-	far, err := f.invite(dest, []int{1}, "x-farend")
+	far, err := f.invite(dest, []int{1}, "x-farend", plain)
 	if err != nil {
 		f.bye(near, "")
 		return err
 	}
 	f.dialogs = []*forkDialog{near, far}
 	return nil
+}
+
+func protoName(secure bool) string {
+	if secure {
+		return "RTP/SAVP"
+	}
+	return "RTP/AVP"
 }
 
 func (f *ForkSession) transport(dest sipmsg.Uri) string {
@@ -598,7 +626,7 @@ func (f *ForkSession) fromURI(role string) sipmsg.Uri {
 }
 
 // offerSDP is bib's SDP offer (early offer, re-INVITE) for streams idx.
-func (f *ForkSession) offerSDP(idx []int, codecs [][]bridge.Codec, mode bridge.Mode, labels []string) []byte {
+func (f *ForkSession) offerSDP(idx []int, codecs [][]bridge.Codec, mode bridge.Mode, labels []string, tags []string) []byte {
 	f.origin.Version++
 	var ss []sdpStream
 	for k, i := range idx {
@@ -606,15 +634,44 @@ func (f *ForkSession) offerSDP(idx []int, codecs [][]bridge.Codec, mode bridge.M
 		if labels != nil {
 			s.Label = labels[k]
 		}
+		if tags != nil {
+			s.Crypto = cryptoAttr(tags[k], *f.key(i))
+		}
 		ss = append(ss, s)
 	}
 	return buildSDP(f.origin, f.s.eng.IP(), "bib", ss)
 }
 
+// key returns bib's SRTP key for stream i, making it on first use. One key
+// per stream for the session's life: the stream's SSRC and sequence go on
+// across re-INVITEs and new recording calls, and so does its SRTP context.
+func (f *ForkSession) key(i int) *bridge.SRTPKey {
+	if f.keys[i] == nil {
+		k, err := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_80)
+		if err != nil {
+			panic("srtp: no randomness for a key: " + err.Error())
+		}
+		f.keys[i] = &k
+	}
+	return f.keys[i]
+}
+
+// route is the stream route of dialog d's k-th stream.
+func (f *ForkSession) route(d *forkDialog, k int, r bridge.ForkRoute) bridge.ForkRoute {
+	if d.secure {
+		r.SRTP = f.key(d.streams[k])
+	}
+	return r
+}
+
+// callSecure reports whether either party of the call uses SRTP.
+func callSecure(m [2]bridge.MediaDesc) bool { return m[0].SRTP != nil || m[1].SRTP != nil }
+
 // invite places one recording call carrying streams idx (one for a
 // call-manager-style fork, two for SIPREC) and sets their routes.
-func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string) (*forkDialog, error) {
+func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string, plain bool) (*forkDialog, error) {
 	p := f.req.Profile
+	secure := callSecure(f.media) && !plain
 	f.met.Attempts.Add(1)
 	codec, ok := callCodec(f.media)
 	if !ok {
@@ -662,10 +719,18 @@ func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string) (*forkDial
 	if codec.PT == eventCodec.PT {
 		offered[1].PT = 100
 	}
+	var tags []string
+	if secure && (p.Protocol == ForkSIPREC || p.Offer == OfferEarly) {
+		d.secure = true
+		for range idx {
+			tags = append(tags, "1")
+		}
+		d.tags = tags
+	}
 	switch {
 	case p.Protocol == ForkSIPREC:
 		d.labels = []string{"1", "2"}
-		sdpBody := f.offerSDP(idx, [][]bridge.Codec{offered, offered}, bridge.SendOnly, d.labels)
+		sdpBody := f.offerSDP(idx, [][]bridge.Codec{offered, offered}, bridge.SendOnly, d.labels, tags)
 		meta, err := f.metadata(d.labels)
 		if err != nil {
 			return nil, err
@@ -678,7 +743,7 @@ func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string) (*forkDial
 		req.SetBody(body)
 	case p.Offer == OfferEarly:
 		req.AppendHeader(sdpHeader())
-		req.SetBody(f.offerSDP(idx, [][]bridge.Codec{offered}, bridge.SendOnly, nil))
+		req.SetBody(f.offerSDP(idx, [][]bridge.Codec{offered}, bridge.SendOnly, nil, tags))
 	}
 	req.SetTransport(tp)
 	req.Laddr = f.s.laddr(tp)
@@ -705,6 +770,9 @@ func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string) (*forkDial
 		ds.Close()
 		var dr *sipgo.ErrDialogResponse
 		if errors.As(err, &dr) {
+			if d.secure && dr.Res.StatusCode == 488 {
+				return fail(fmt.Errorf("%w (it answered %s to an RTP/SAVP offer)", ErrForkSRTP, dr.Res.StartLine()))
+			}
 			return fail(fmt.Errorf("recorder answered %s", dr.Res.StartLine()))
 		}
 		if ctx.Err() != nil {
@@ -721,6 +789,34 @@ func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string) (*forkDial
 	}
 	var ackBody []byte
 	var routes []bridge.ForkRoute
+	if perr == nil && p.Offer == OfferDelayed && p.Protocol != ForkSIPREC {
+		// The recorder offered: SRTP if it offered it (bib then answers
+		// with its own key), else plain RTP, which a secure call accepts
+		// only with srtp_fallback.
+		d.secure, d.tags = false, nil
+		for k := range idx {
+			if lines[k].Desc.SRTP != nil {
+				d.secure = true
+			}
+		}
+		if d.secure {
+			for k := range idx {
+				tag, _, _ := lineCryptoTag(res.Body(), lines[k].Index)
+				d.tags = append(d.tags, tag)
+			}
+		} else if secure {
+			perr = fmt.Errorf("%w (it offered RTP/AVP only)", ErrForkSRTP)
+		}
+	} else if perr == nil {
+		for k := range idx {
+			if (lines[k].Desc.SRTP != nil) != d.secure {
+				perr = fmt.Errorf("%w (it answered %s to an %s offer)", ErrForkSRTP, protoName(lines[k].Desc.SRTP != nil), protoName(d.secure))
+				if !d.secure {
+					perr = sdpErr(ErrMediaTransport, 302, "recorder answered RTP/SAVP to an RTP/AVP offer")
+				}
+			}
+		}
+	}
 	if perr == nil {
 		for k, i := range idx {
 			l := lines[k]
@@ -735,13 +831,17 @@ func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string) (*forkDial
 			}
 			d.offered = l.Desc.Codecs
 			d.remote = append(d.remote, l.Desc.RTP)
-			routes = append(routes, forkRoute(l.Desc.RTP, f.media, f.streams[i].Direction().From(), codec, out, ev))
+			routes = append(routes, f.route(d, k, forkRoute(l.Desc.RTP, f.media, f.streams[i].Direction().From(), codec, out, ev)))
 			if p.Offer == OfferDelayed {
 				cs := []bridge.Codec{out}
 				if ev != nil {
 					cs = append(cs, *ev)
 				}
-				ackBody = f.offerSDP([]int{i}, [][]bridge.Codec{cs}, bridge.SendOnly, nil)
+				var tags []string
+				if d.secure {
+					tags = d.tags[k : k+1]
+				}
+				ackBody = f.offerSDP([]int{i}, [][]bridge.Codec{cs}, bridge.SendOnly, nil, tags)
 			}
 		}
 	}
@@ -767,7 +867,10 @@ func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string) (*forkDial
 	}
 	if perr != nil {
 		reason := `Q.850;cause=47`
-		if !errors.Is(perr, ErrForkCodec) {
+		switch {
+		case errors.Is(perr, ErrForkSRTP):
+			reason = `SIP;cause=488;text="secure call: recorder without SRTP"`
+		case !errors.Is(perr, ErrForkCodec):
 			reason = `SIP;cause=488;text="unusable SDP"`
 		}
 		f.bye(d, reason)
@@ -885,7 +988,11 @@ func (f *ForkSession) reinvite(d *forkDialog, mode bridge.Mode, meta bool) error
 			out[k] = append(out[k], te)
 		}
 	}
-	sdpBody := f.offerSDP(d.streams, out, mode, d.labels)
+	var tags []string
+	if d.secure {
+		tags = d.tags
+	}
+	sdpBody := f.offerSDP(d.streams, out, mode, d.labels, tags)
 	req := sipmsg.NewRequest(sipmsg.INVITE, d.ds.InviteRequest.Recipient)
 	if c := d.ds.InviteResponse.Contact(); c != nil {
 		req = sipmsg.NewRequest(sipmsg.INVITE, *c.Address.Clone())
@@ -948,7 +1055,7 @@ func (f *ForkSession) reroute(d *forkDialog) error {
 		if te, ok := findNamed(d.offered, "telephone-event"); ok {
 			ev = &te
 		}
-		if err := f.streams[i].SetRoute(forkRoute(d.remote[k], f.media, f.streams[i].Direction().From(), f.codec, out, ev)); err != nil {
+		if err := f.streams[i].SetRoute(f.route(d, k, forkRoute(d.remote[k], f.media, f.streams[i].Direction().From(), f.codec, out, ev))); err != nil {
 			return err
 		}
 	}

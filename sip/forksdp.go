@@ -52,6 +52,7 @@ type sdpStream struct {
 	Codecs []bridge.Codec
 	Mode   bridge.Mode
 	Label  string
+	Crypto string // a=crypto value: the stream is RTP/SAVP (SDES)
 }
 
 // buildSDP writes an SDP body with one audio m-line per stream, all on ip
@@ -78,6 +79,9 @@ func buildSDP(o Origin, ip netip.Addr, user string, streams []sdpStream) []byte 
 		}
 		if proto == "" {
 			proto = "RTP/AVP"
+			if s.Crypto != "" {
+				proto = "RTP/SAVP"
+			}
 		}
 		fmt.Fprintf(&b, "m=%s %d %s %s\r\n", media, s.Port, proto, strings.Join(pts, " "))
 		if s.Port == 0 {
@@ -96,6 +100,9 @@ func buildSDP(o Origin, ip netip.Addr, user string, streams []sdpStream) []byte 
 		b.WriteString("a=ptime:20\r\n")
 		if s.Label != "" {
 			b.WriteString("a=label:" + s.Label + "\r\n")
+		}
+		if s.Crypto != "" {
+			b.WriteString("a=crypto:" + s.Crypto + "\r\n")
 		}
 		b.WriteString("a=" + s.Mode.String() + "\r\n")
 	}

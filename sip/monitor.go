@@ -96,6 +96,11 @@ type MonitorMedia interface {
 	Done() <-chan struct{}
 	// Close frees the media; reason says why the dialog ended. Idempotent.
 	Close(reason string)
+	// Secure reports whether the monitored call is secure (SRTP): its
+	// supervisor legs must then be SRTP too.
+	Secure() bool
+	// SetSRTP sets bib's key for the mix it sends (nil: plain RTP).
+	SetSRTP(send *bridge.SRTPKey) error
 }
 
 // MonitorCounters count SIP monitoring dialogs.
@@ -178,7 +183,26 @@ type monitorDialog struct {
 	haveCSeq   bool
 	acks       map[uint32]chan []byte
 	oaBusy     bool
-	oaIdle     chan struct{} // closed when the offer/answer in progress ends
+	oaIdle     chan struct{}   // closed when the offer/answer in progress ends
+	srtpTag    string          // a=crypto tag of an SRTP leg; "" for plain RTP
+	key        *bridge.SRTPKey // bib's key for the mix on an SRTP leg
+}
+
+// errSecureMonitor refuses a plain supervisor leg on a secure call.
+var errSecureMonitor = &StatusError{Code: 488, Reason: "Not Acceptable Here", Warning: warningValue("bib", 302,
+	"the monitored call is secure (SRTP): the supervisor leg must be SRTP too (RTP/SAVP with a=crypto "+bridge.SuiteAES128SHA1_80+")")}
+
+// useSRTP makes the leg SRTP: bib's key for the mix under tag.
+func (d *monitorDialog) useSRTP(tag string) error {
+	if d.key == nil {
+		k, err := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_80)
+		if err != nil {
+			return err
+		}
+		d.key = &k
+	}
+	d.srtpTag = tag
+	return d.media.SetSRTP(d.key)
 }
 
 // MonitorDialog is a monitoring dialog bib placed (DialMonitor).
@@ -348,7 +372,11 @@ func (s *Server) monitorBye(req *sipmsg.Request, tx sipmsg.ServerTransaction) bo
 		s.respond(tx, req, 481, "", "no dialog matches this To tag")
 		return true
 	}
-	s.respond(tx, req, 200, "OK", "")
+	// ReadBye also ends a 2xx still waiting for its ACK (a BYE may be
+	// processed before the ACK that preceded it).
+	if d.uas == nil || d.uas.ReadBye(req, tx) != nil {
+		s.respond(tx, req, 200, "OK", "")
+	}
 	d.ended.Store(true)
 	d.finish("supervisor hung up")
 	return true
@@ -442,6 +470,18 @@ func (s *Server) acceptMonitor(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 		reject(offerErr)
 		return
 	}
+	secureCall := media.Secure()
+	cryptoTag := ""
+	switch {
+	case offer != nil && offer.SRTP != nil:
+		cryptoTag, _, _ = OfferCrypto(req.Body())
+	case offer != nil && secureCall:
+		media.Close("plain leg on a secure call")
+		reject(errSecureMonitor)
+		return
+	case offer == nil && secureCall:
+		cryptoTag = "1" // delayed offer: bib offers RTP/SAVP
+	}
 	var codec bridge.Codec
 	if offer != nil {
 		if offer.Mode == bridge.SendOnly || offer.Mode == bridge.Inactive || offer.RTP.Port() == 0 {
@@ -469,6 +509,13 @@ func (s *Server) acceptMonitor(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 		media: media, log: log, uas: ds, done: make(chan struct{}),
 		target: *req.Contact().Address.Clone(), origin: newOrigin(s.now(), 7), codec: codec,
 		remoteCSeq: cseq.SeqNo, haveCSeq: true,
+	}
+	if cryptoTag != "" {
+		if err := d.useSRTP(cryptoTag); err != nil {
+			media.Close("srtp")
+			reject(&StatusError{Code: 500, Warning: "srtp: " + err.Error()})
+			return
+		}
 	}
 	s.mons.byCallID.Store(d.callID, d)
 	s.mons.active.Add(1)
@@ -502,6 +549,9 @@ func (s *Server) acceptMonitor(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 	}
 	if offer == nil {
 		ans, err := ParseMedia(ackBody)
+		if err == nil && (ans.SRTP != nil) != (cryptoTag != "") {
+			err = fmt.Errorf("%w: answer is %s to an %s offer", ErrMonitorAnswer, protoName(ans.SRTP != nil), protoName(cryptoTag != ""))
+		}
 		if err == nil {
 			codec, err = d.applyAnswer(ans)
 		}
@@ -557,7 +607,13 @@ func (d *monitorDialog) sdp(codecs []bridge.Codec, mode bridge.Mode) []byte {
 	d.origin.Version++
 	o := d.origin
 	d.mu.Unlock()
-	b := buildSDP(o, ip, "bib", []sdpStream{{Port: rtp.Port(), Codecs: codecs, Mode: mode}})
+	st := sdpStream{Port: rtp.Port(), Codecs: codecs, Mode: mode}
+	d.mu.Lock()
+	if d.srtpTag != "" {
+		st.Crypto = cryptoAttr(d.srtpTag, *d.key)
+	}
+	d.mu.Unlock()
+	b := buildSDP(o, ip, "bib", []sdpStream{st})
 	if rtcp.IsValid() && rtcp.Port() != rtp.Port()+1 {
 		b = append(b, "a=rtcp:"+strconv.Itoa(int(rtcp.Port()))+"\r\n"...)
 	}
@@ -706,6 +762,19 @@ func (d *monitorDialog) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransac
 	off, err := ParseMedia(body)
 	if err == nil {
 		off, err = pinCodec(off, cur)
+	}
+	if err == nil {
+		d.mu.Lock()
+		secure := d.srtpTag != ""
+		d.mu.Unlock()
+		if secure != (off.SRTP != nil) {
+			err = sdpErr(ErrMediaTransport, 302, "a monitoring leg keeps its transport (%s); got %s", protoName(secure), protoName(off.SRTP != nil))
+		} else if secure {
+			tag, _, _ := OfferCrypto(body)
+			d.mu.Lock()
+			d.srtpTag = tag
+			d.mu.Unlock()
+		}
 	}
 	if err != nil {
 		se := sdpStatus(err)
@@ -882,6 +951,12 @@ func (s *Server) DialMonitor(ctx context.Context, md MonitorDial) (*MonitorDialo
 		alert = "http://" + s.cfg.Domain + "/"
 	}
 	req.AppendHeader(sipmsg.NewHeader("Alert-Info", "<"+alert+">;info=alert-autoanswer"))
+	if md.Media.Secure() {
+		if err := d.useSRTP("1"); err != nil {
+			md.Media.Close("srtp")
+			return nil, err
+		}
+	}
 	req.AppendHeader(sdpHeader())
 	req.SetBody(d.sdp(offerCodecs, bridge.SendOnly))
 	req.SetTransport(tp)
@@ -911,10 +986,15 @@ func (s *Server) DialMonitor(ctx context.Context, md MonitorDial) (*MonitorDialo
 		d.target = *ct.Address.Clone()
 	}
 	actx, acancel := context.WithTimeout(context.Background(), byeTimeout)
-	_ = ds.Ack(actx)
+	ack := sipmsg.NewRequest(sipmsg.ACK, *d.target.Clone())
+	ack.Laddr = d.laddr
+	_ = ds.WriteAck(actx, ack)
 	acancel()
 	ans, err := ParseMedia(res.Body())
 	var codec bridge.Codec
+	if err == nil && (ans.SRTP != nil) != (d.srtpTag != "") {
+		err = fmt.Errorf("answer is %s to an %s offer (the monitored call is %s)", protoName(ans.SRTP != nil), protoName(d.srtpTag != ""), map[bool]string{true: "secure", false: "plain"}[d.srtpTag != ""])
+	}
 	if err == nil {
 		codec, err = d.applyAnswer(ans)
 	}

@@ -22,7 +22,10 @@ type fakeMonMedia struct {
 	leg  *bridge.SupervisorLeg
 	done chan struct{}
 
+	secure bool // the monitored call is SRTP
+
 	mu      sync.Mutex
+	key     *bridge.SRTPKey
 	remotes []bridge.MediaDesc
 	reason  string
 	closed  chan struct{}
@@ -47,6 +50,13 @@ func (m *fakeMonMedia) SetRemote(d bridge.MediaDesc) (bridge.Codec, error) {
 	return m.leg.SetRemote(d)
 }
 func (m *fakeMonMedia) Done() <-chan struct{} { return m.done }
+func (m *fakeMonMedia) Secure() bool          { return m.secure }
+func (m *fakeMonMedia) SetSRTP(k *bridge.SRTPKey) error {
+	m.mu.Lock()
+	m.key = k
+	m.mu.Unlock()
+	return m.leg.SetSRTP(k)
+}
 func (m *fakeMonMedia) Close(reason string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -81,9 +91,10 @@ func (m *fakeMonMedia) closeReason() string {
 // cmd/bib does (403 with a reason).
 type monEnv struct {
 	*env
-	mu    sync.Mutex
-	reqs  []MonitorRequest
-	media []*fakeMonMedia
+	secure bool // the monitored call is SRTP (set before the INVITE)
+	mu     sync.Mutex
+	reqs   []MonitorRequest
+	media  []*fakeMonMedia
 }
 
 func newMonEnv(t *testing.T, callee *siptest.Party) *monEnv {
@@ -109,6 +120,7 @@ func newMonEnv(t *testing.T, callee *siptest.Party) *monEnv {
 			}
 			m := newFakeMonMedia(t, s.eng)
 			me.mu.Lock()
+			m.secure = me.secure
 			me.media = append(me.media, m)
 			me.mu.Unlock()
 			return m, nil

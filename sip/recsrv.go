@@ -27,6 +27,10 @@ type RecorderConfig struct {
 	RTPPorts string
 	// UserAgent is the Server header. Default "bib-recorder".
 	UserAgent string
+	// SRTP lets the server take SRTP (SDES) streams: RTP/SAVP offers are
+	// accepted and decrypted, and its own delayed-offer SDP offers
+	// RTP/SAVP. Without it an RTP/SAVP offer is refused with 488.
+	SRTP bool
 }
 
 // RecordedParty is one party of a recorded call as the client described it.
@@ -183,6 +187,9 @@ type recStream struct {
 	peer    atomic.Pointer[netip.AddrPort]
 	latch   atomic.Bool
 	local   netip.AddrPort
+	srtp    atomic.Pointer[srtpReader] // the client's key; nil for plain RTP
+
+	authFailed atomic.Uint64 // SRTP packets that failed authentication
 }
 
 // recorderCodecs are what the server offers (delayed offer) and accepts.
@@ -481,6 +488,12 @@ func (r *RecorderServer) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransacti
 		r.reject(tx, req, 488, "a SIPREC INVITE must carry the SDP offer")
 		return
 	}
+	for _, l := range lines {
+		if l.Desc.SRTP != nil && !r.cfg.SRTP {
+			r.reject(tx, req, 488, "this recorder does not take SRTP (RTP/SAVP); start it with --srtp")
+			return
+		}
+	}
 	r.mu.Lock()
 	closed := r.closed
 	r.mu.Unlock()
@@ -665,15 +678,30 @@ func (r *RecorderServer) accept(req *sipmsg.Request, tx sipmsg.ServerTransaction
 	// m-line in order, recvonly, labels kept (RFC 7866 section 8.1.1).
 	var ss []sdpStream
 	origin := newOrigin(time.Now(), 3)
+	var offerKey *bridge.SRTPKey // delayed offer: the key the server states (it sends nothing)
 	if lines == nil {
 		ss = []sdpStream{{Port: streams[0].local.Port(), Codecs: recorderCodecs, Mode: bridge.RecvOnly}}
+		if r.cfg.SRTP {
+			k, _ := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_80)
+			offerKey = &k
+			ss[0].Crypto = cryptoAttr("1", k)
+		}
 	} else {
 		var sd sdp.SessionDescription
 		_ = sd.Unmarshal(nil)
 		k := 0
 		for i := 0; i < max(total, len(lines)); i++ {
 			if k < len(lines) && lines[k].Index == i {
-				ss = append(ss, sdpStream{Port: streams[k].local.Port(), Codecs: answers[k], Mode: bridge.RecvOnly, Label: lines[k].Label})
+				st := sdpStream{Port: streams[k].local.Port(), Codecs: answers[k], Mode: bridge.RecvOnly, Label: lines[k].Label}
+				if lines[k].Desc.SRTP != nil {
+					tag, _, _ := lineCryptoTag(req.Body(), lines[k].Index)
+					if tag == "" {
+						tag = "1"
+					}
+					key, _ := bridge.NewSRTPKey(lines[k].Desc.SRTP.Suite)
+					st.Crypto = cryptoAttr(tag, key)
+				}
+				ss = append(ss, st)
 				k++
 				continue
 			}
@@ -720,6 +748,9 @@ func (r *RecorderServer) accept(req *sipmsg.Request, tx sipmsg.ServerTransaction
 			}
 			return
 		}
+		if offerKey != nil && ans.SRTP == nil {
+			r.log.Warn("delayed-offer recording fork: plain RTP answer to an RTP/SAVP offer", "call_id", leg.callID)
+		}
 		descs[0] = ans
 	} else {
 		for i := range lines {
@@ -743,6 +774,7 @@ func (r *RecorderServer) accept(req *sipmsg.Request, tx sipmsg.ServerTransaction
 		s.media[ch] = descs[i]
 		s.media[ch].Mode = bridge.SendOnly
 		st.setPeer(descs[i].RTP)
+		st.setKey(descs[i].SRTP)
 	}
 	s.legs = append(s.legs, leg)
 	media := s.media
@@ -800,6 +832,23 @@ func (r *RecorderServer) accept(req *sipmsg.Request, tx sipmsg.ServerTransaction
 		"channels", len(chans), "offer", map[bool]string{true: "delayed", false: "early"}[lines == nil])
 }
 
+// setKey sets the client's SRTP key (nil: plain RTP); the same key keeps
+// the decryption context (rollover counter, replay window).
+func (st *recStream) setKey(k *bridge.SRTPKey) {
+	if k == nil {
+		st.srtp.Store(nil)
+		return
+	}
+	if cur := st.srtp.Load(); cur != nil && cur.key.Equal(*k) {
+		return
+	}
+	rd, err := newSRTPReader(*k)
+	if err != nil {
+		return
+	}
+	st.srtp.Store(rd)
+}
+
 func (st *recStream) setPeer(a netip.AddrPort) {
 	if !a.IsValid() || a.Addr().IsUnspecified() || a.Port() == 0 {
 		st.latch.Store(true)
@@ -848,6 +897,14 @@ func (s *recSession) read(st *recStream) {
 			continue
 		}
 		b := buf[:n]
+		if rd := st.srtp.Load(); rd != nil {
+			var ok bool
+			if b, ok = rd.open(b); !ok {
+				st.authFailed.Add(1)
+				continue
+			}
+			n = len(b)
+		}
 		hl, err := pkt.Header.Unmarshal(b)
 		if err != nil {
 			continue
@@ -1034,7 +1091,14 @@ func (r *RecorderServer) reinvite(req *sipmsg.Request, tx sipmsg.ServerTransacti
 		s.media[ch] = d
 		if st := s.streams[ch]; st != nil {
 			st.setPeer(d.RTP)
-			ss = append(ss, sdpStream{Port: st.local.Port(), Codecs: cs, Mode: mode, Label: lines[k].Label})
+			st.setKey(d.SRTP)
+			as := sdpStream{Port: st.local.Port(), Codecs: cs, Mode: mode, Label: lines[k].Label}
+			if d.SRTP != nil {
+				tag, _, _ := lineCryptoTag(o.sdp, lines[k].Index)
+				key, _ := bridge.NewSRTPKey(d.SRTP.Suite)
+				as.Crypto = cryptoAttr(tag, key)
+			}
+			ss = append(ss, as)
 		}
 	}
 	was := s.held

@@ -83,6 +83,13 @@ func Rewrite(body []byte, o Origin, local, localRTCP netip.AddrPort) ([]byte, er
 			md.MediaName.Port = sdp.RangedPort{Value: 0}
 			continue
 		}
+		if isSecure(md.MediaName.Protos) && md.MediaName.Port.Value != 0 {
+			line, err := secureKey(md)
+			if err != nil {
+				return nil, err
+			}
+			keepOneCrypto(md, line.index)
+		}
 		oldPort := md.MediaName.Port.Value
 		if oldPort != 0 {
 			md.MediaName.Port = sdp.RangedPort{Value: int(local.Port())}
@@ -132,7 +139,7 @@ func unmarshal(body []byte) (*sdp.SessionDescription, error) {
 // which bib relays untouched).
 func supportedProto(protos []string) bool {
 	p := strings.ToUpper(strings.Join(protos, "/"))
-	return p == "RTP/AVP" || p == "RTP/AVPF"
+	return p == "RTP/AVP" || p == "RTP/AVPF" || isSecure(protos)
 }
 
 // pickAudio returns the index of the m-line bib anchors.
@@ -151,10 +158,7 @@ func pickAudio(sd *sdp.SessionDescription) (int, error) {
 		return i, nil
 	}
 	if badProto != "" {
-		if strings.Contains(strings.ToUpper(badProto), "SAVP") {
-			return -1, sdpErr(ErrMediaTransport, 302, "audio transport %s not supported (SRTP is not available yet)", badProto)
-		}
-		return -1, sdpErr(ErrMediaTransport, 302, "audio transport %s not supported, only RTP/AVP", badProto)
+		return -1, sdpErr(ErrMediaTransport, 302, "audio transport %s not supported, only RTP/AVP and RTP/SAVP with SDES keys", badProto)
 	}
 	return -1, sdpErr(ErrNoAudio, 304, "no audio stream in sdp")
 }
@@ -203,6 +207,13 @@ func describe(sd *sdp.SessionDescription, md *sdp.MediaDescription) (bridge.Medi
 	}
 	d.RTP = netip.AddrPortFrom(ip, uint16(port))
 	_, d.RTCPMux = md.Attribute("rtcp-mux")
+	if isSecure(md.MediaName.Protos) && port != 0 {
+		line, err := secureKey(md)
+		if err != nil {
+			return d, err
+		}
+		d.SRTP = &line.key
+	}
 
 	d.Mode = bridge.SendRecv
 	for _, a := range sd.Attributes {

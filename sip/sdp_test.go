@@ -153,7 +153,7 @@ func TestRewrite(t *testing.T) {
 		}
 	})
 	t.Run("rejects what ParseMedia rejects", func(t *testing.T) {
-		if _, err := Rewrite([]byte(strings.Replace(offerA, "RTP/AVP 9", "RTP/SAVP 9", 1)), Origin{}, local, rtcp); !errors.Is(err, ErrMediaTransport) {
+		if _, err := Rewrite([]byte(strings.Replace(offerA, "RTP/AVP 9", "RTP/SAVP 9", 1)), Origin{}, local, rtcp); !errors.Is(err, ErrMediaTransport) { // no a=crypto
 			t.Fatal(err)
 		}
 	})
@@ -162,8 +162,54 @@ func TestRewrite(t *testing.T) {
 func TestSDPStatusWarning(t *testing.T) {
 	_, err := ParseMedia([]byte(strings.Replace(offerA, "RTP/AVP 9", "RTP/SAVP 9", 1)))
 	se := sdpStatus(err)
-	if se.Code != 488 || !strings.HasPrefix(se.Warning, `302 bib "audio transport RTP/SAVP not supported`) {
+	if se.Code != 488 || !strings.HasPrefix(se.Warning, `302 bib "RTP/SAVP audio without an a=crypto suite bib supports`) {
 		t.Fatalf("%+v", se)
+	}
+	_, err = ParseMedia([]byte(strings.Replace(offerA, "RTP/AVP 9", "UDP/TLS/RTP/SAVPF 9", 1)))
+	if se := sdpStatus(err); se.Code != 488 || !strings.HasPrefix(se.Warning, `302 bib "audio transport UDP/TLS/RTP/SAVPF not supported`) {
+		t.Fatalf("%+v", se)
+	}
+}
+
+// SDES: the first a=crypto line with a supported suite is the party's
+// key; Rewrite forwards that line alone, unchanged (pass-through keys);
+// malformed or unsupported crypto is a clear 488.
+func TestSDPCrypto(t *testing.T) {
+	k1, _ := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_80)
+	k2, _ := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_32)
+	secure := strings.Replace(offerA, "RTP/AVP 9", "RTP/SAVP 9", 1)
+	secure = strings.Replace(secure, "a=sendrecv\r\n", "a=sendrecv\r\n"+
+		"a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:AAAA\r\n"+
+		"a=crypto:2 "+k1.Suite+" "+k1.Inline()+"|2^31\r\n"+
+		"a=crypto:3 "+k2.Suite+" "+k2.Inline()+"\r\n", 1)
+	d, err := ParseMedia([]byte(secure))
+	if err != nil || d.SRTP == nil || !d.SRTP.Equal(k1) {
+		t.Fatalf("key %v, %v", d.SRTP, err)
+	}
+	out, err := Rewrite([]byte(secure), Origin{1, 1}, netip.MustParseAddrPort("127.0.0.1:20000"), netip.MustParseAddrPort("127.0.0.1:20001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(out); strings.Count(s, "a=crypto:") != 1 || !strings.Contains(s, "a=crypto:2 "+k1.Suite+" "+k1.Inline()+"|2^31\r\n") || !strings.Contains(s, "RTP/SAVP") {
+		t.Fatalf("rewritten:\n%s", s)
+	}
+	if tag, sec, err := OfferCrypto([]byte(secure)); tag != "2" || !sec || err != nil {
+		t.Fatalf("OfferCrypto %q %v %v", tag, sec, err)
+	}
+	for _, bad := range []string{
+		"a=crypto:1 " + k1.Suite + " inline:not-base64!!\r\n",
+		"a=crypto:1 " + k1.Suite + " " + k1.Inline() + "|2^20|1:4\r\n",
+		"a=crypto:1 " + k1.Suite + " " + k1.Inline() + " UNENCRYPTED_SRTP\r\n",
+	} {
+		body := strings.Replace(strings.Replace(offerA, "RTP/AVP 9", "RTP/SAVP 9", 1), "a=sendrecv\r\n", "a=sendrecv\r\n"+bad, 1)
+		if _, err := ParseMedia([]byte(body)); err == nil || sdpStatus(err).Code != 488 {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	// A plain stream's a=crypto is ignored.
+	plain := strings.Replace(offerA, "a=sendrecv\r\n", "a=sendrecv\r\na=crypto:1 "+k1.Suite+" "+k1.Inline()+"\r\n", 1)
+	if d, err := ParseMedia([]byte(plain)); err != nil || d.SRTP != nil {
+		t.Fatalf("plain with crypto: %v %v", d.SRTP, err)
 	}
 }
 

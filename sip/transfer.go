@@ -225,19 +225,21 @@ func (c *call) transfer(old *sigLeg, target sipmsg.Uri, routedBy string) {
 	res := ds.InviteResponse
 	ackCtx, ackCancel := context.WithTimeout(context.Background(), byeTimeout)
 	defer ackCancel()
+	if ct := res.Contact(); ct != nil {
+		nl.target = *ct.Address.Clone()
+	}
+	// ACK and BYE from bib's own socket (Laddr), as on every leg.
+	ack := sipmsg.NewRequest(sipmsg.ACK, *nl.target.Clone())
+	ack.Laddr = nl.laddr
+	if err := ds.WriteAck(ackCtx, ack); err != nil {
+		c.log.Warn("transfer: ack to the new party failed", "err", err)
+	}
 	ans, err := ParseMedia(res.Body())
 	if err != nil {
-		_ = ds.Ack(ackCtx)
-		_ = ds.Bye(ackCtx)
+		c.sendBye(ackCtx, nl, `SIP;cause=488;text="unusable SDP answer"`)
 		unbind()
 		fail(488, "Not Acceptable Here", "new party answered with unusable sdp: "+err.Error())
 		return
-	}
-	if err := ds.Ack(ackCtx); err != nil {
-		c.log.Warn("transfer: ack to the new party failed", "err", err)
-	}
-	if ct := res.Contact(); ct != nil {
-		nl.target = *ct.Address.Clone()
 	}
 	if to := res.To(); to != nil {
 		nl.display = to.DisplayName
@@ -248,7 +250,7 @@ func (c *call) transfer(old *sigLeg, target sipmsg.Uri, routedBy string) {
 	c.mu.Lock()
 	if c.hungup || c.finished {
 		c.mu.Unlock()
-		_ = ds.Bye(ackCtx)
+		c.sendBye(ackCtx, nl, "")
 		unbind()
 		release()
 		return

@@ -35,6 +35,11 @@ type RecordingProfile struct {
 	// Keepalive is the interval of in-dialog OPTIONS that detect a dead
 	// recorder mid-call (duration; 0 = default 10s).
 	Keepalive bridge.Duration `yaml:"keepalive"`
+	// SRTPFallback: a secure (SRTP) call may be forked in plain RTP to a
+	// recorder without SRTP. Default false: a secure call is forked only to
+	// recorders that take SRTP; one that does not is a failed destination
+	// (the failover list is tried).
+	SRTPFallback bool `yaml:"srtp_fallback"`
 }
 
 // forkProfile turns the config entry into the sip package's profile.
@@ -47,6 +52,7 @@ func (p RecordingProfile) forkProfile() sip.ForkProfile {
 		Name: p.Name, Destinations: append([]string{p.Destination}, p.Failover...),
 		Protocol: proto, Offer: strings.ToLower(p.Offer), Transport: strings.ToLower(p.Transport),
 		Timeout: time.Duration(p.Timeout), Keepalive: time.Duration(p.Keepalive),
+		SRTPFallback: p.SRTPFallback,
 	}
 }
 

@@ -81,6 +81,18 @@ func (m *monitors) newSIPMonitor(t monitorTarget, via, peer string) (*sipMonitor
 // Local returns the leg's RTP and RTCP addresses.
 func (sm *sipMonitor) Local() (rtp, rtcp netip.AddrPort) { return sm.leg.Local() }
 
+// Secure reports whether the monitored call is SRTP (either party): its
+// supervisor legs must then be SRTP too (package sip refuses plain ones).
+func (sm *sipMonitor) Secure() bool { return callSecure(sm.call) }
+
+// SetSRTP sets bib's key for the mix sent to the supervisor.
+func (sm *sipMonitor) SetSRTP(k *bridge.SRTPKey) error { return sm.leg.SetSRTP(k) }
+
+// callSecure reports whether either party of a call uses SRTP.
+func callSecure(c *bridge.Call) bool {
+	return c.Leg(bridge.SideA).Desc().SRTP != nil || c.Leg(bridge.SideB).Desc().SRTP != nil
+}
+
 // SetRemote applies the supervisor's SDP; the first one adds the leg to the
 // call's mix with the chosen codec. The codec cannot change afterwards
 // (package sip keeps it first in later offers).

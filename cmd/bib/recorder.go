@@ -33,6 +33,7 @@ func recorderMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	httpAddr := fs.String("http", "", "serve the recordings API on IP:PORT (default: off)")
 	ports := fs.String("rtp-ports", "40000-49999", "RTP port range MIN-MAX for received streams")
 	level := fs.String("log-level", "info", "debug|info|warn|error")
+	useSRTP := fs.Bool("srtp", false, "take SRTP (SDES) streams: accept RTP/SAVP offers, offer RTP/SAVP in delayed offer")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -46,7 +47,7 @@ func recorderMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	sipmsg.SetDefaultLogger(log.With("component", "sipgo"))
-	rs, err := newRecorderService(recorderOptions{SIP: *sipAddr, Data: *data, HTTP: *httpAddr, RTPPorts: *ports}, log)
+	rs, err := newRecorderService(recorderOptions{SIP: *sipAddr, Data: *data, HTTP: *httpAddr, RTPPorts: *ports, SRTP: *useSRTP}, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "bib recorder:", err)
 		return 2
@@ -65,6 +66,7 @@ func recorderMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 type recorderOptions struct {
 	SIP, Data, HTTP, RTPPorts string
+	SRTP                      bool            // take SRTP streams (sip.RecorderConfig.SRTP)
 	Recording                 recorder.Config // zero: recorder.Defaults()
 }
 
@@ -87,7 +89,7 @@ func newRecorderService(o recorderOptions, log *slog.Logger) (*recorderService, 
 		return nil, err
 	}
 	rs := &recorderService{opts: o, log: log}
-	srv, err := sip.NewRecorderServer(sip.RecorderConfig{Listen: o.SIP, RTPPorts: o.RTPPorts}, rs.newSink, log)
+	srv, err := sip.NewRecorderServer(sip.RecorderConfig{Listen: o.SIP, RTPPorts: o.RTPPorts, SRTP: o.SRTP}, rs.newSink, log)
 	if err != nil {
 		return nil, err
 	}
