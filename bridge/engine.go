@@ -101,6 +101,7 @@ type Totals struct {
 	PortFailures  atomic.Uint64
 	// Packet counters of ended calls; live calls are added at read time.
 	packetsIn, bytesIn, packetsOut, rtcp, droppedSource, malformed, oversize, noDest, sendErr atomic.Uint64
+	srtpAuth, srtpReplay                                                                      atomic.Uint64
 }
 
 // Engine owns the RTP port pool and the live calls.
@@ -218,6 +219,8 @@ func (e *Engine) remove(c *Call) {
 		e.T.oversize.Add(l.C.Oversize.Load())
 		e.T.noDest.Add(l.C.NoDestination.Load())
 		e.T.sendErr.Add(l.C.SendErrors.Load())
+		e.T.srtpAuth.Add(l.C.SRTPAuthFailed.Load())
+		e.T.srtpReplay.Add(l.C.SRTPReplayed.Load())
 	}
 }
 
@@ -247,6 +250,7 @@ type Counters struct {
 	PortsInUse, PortsCapacity                                          int
 	PacketsIn, BytesIn, PacketsOut, RTCP                               uint64
 	DroppedSource, Malformed, Oversize, NoDestination, SendErrors      uint64
+	SRTPAuthFailed, SRTPReplayed                                       uint64
 }
 
 // Counters sums the totals of ended calls and the live calls' counters.
@@ -268,6 +272,8 @@ func (e *Engine) Counters() Counters {
 	k.Oversize = e.T.oversize.Load()
 	k.NoDestination = e.T.noDest.Load()
 	k.SendErrors = e.T.sendErr.Load()
+	k.SRTPAuthFailed = e.T.srtpAuth.Load()
+	k.SRTPReplayed = e.T.srtpReplay.Load()
 	for _, c := range calls {
 		for _, l := range c.legs {
 			k.PacketsIn += l.C.PacketsIn.Load()
@@ -279,6 +285,8 @@ func (e *Engine) Counters() Counters {
 			k.Oversize += l.C.Oversize.Load()
 			k.NoDestination += l.C.NoDestination.Load()
 			k.SendErrors += l.C.SendErrors.Load()
+			k.SRTPAuthFailed += l.C.SRTPAuthFailed.Load()
+			k.SRTPReplayed += l.C.SRTPReplayed.Load()
 		}
 	}
 	return k

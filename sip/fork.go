@@ -804,6 +804,10 @@ func (f *ForkSession) invite(dest sipmsg.Uri, idx []int, role string, plain bool
 				tag, _, _ := lineCryptoTag(res.Body(), lines[k].Index)
 				d.tags = append(d.tags, tag)
 			}
+		} else if secure && p.SRTPFallback {
+			// X-cisco-srtp-fallback: the profile allows a plain fork of a
+			// secure call to a recorder without SRTP.
+			f.event("srtp_fallback", d.dest, "secure call, recorder offered RTP/AVP only; forking in plain RTP (srtp_fallback)")
 		} else if secure {
 			perr = fmt.Errorf("%w (it offered RTP/AVP only)", ErrForkSRTP)
 		}

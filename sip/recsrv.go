@@ -731,6 +731,9 @@ func (r *RecorderServer) accept(req *sipmsg.Request, tx sipmsg.ServerTransaction
 	descs := make([]bridge.MediaDesc, len(chans))
 	if lines == nil {
 		ans, err := ParseMedia(ackBody)
+		if err == nil && ans.RTP.Port() == 0 {
+			err = errors.New("the answer rejected the stream (port 0)")
+		}
 		if err != nil {
 			r.log.Warn("delayed-offer recording fork: no usable SDP answer in the ACK", "call_id", leg.callID, "err", err)
 			r.mu.Lock()

@@ -117,6 +117,8 @@ func (s *server) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"oversize\"} %d\n", k.Oversize)
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"no_destination\"} %d\n", k.NoDestination)
 	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"send_error\"} %d\n", k.SendErrors)
+	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"srtp_auth\"} %d\n", k.SRTPAuthFailed)
+	fmt.Fprintf(w, "bib_rtp_dropped_total{reason=\"srtp_replay\"} %d\n", k.SRTPReplayed)
 	s.writeMonitorMetrics(w)
 	s.writeSecurityMetrics(w)
 }

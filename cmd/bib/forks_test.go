@@ -64,14 +64,18 @@ func TestRecordingProfileValidate(t *testing.T) {
 }
 
 // startRecorderService runs `bib recorder` in-process on free ports.
-func startRecorderService(t *testing.T) *recorderService {
+func startRecorderService(t *testing.T, opts ...func(*recorderOptions)) *recorderService {
 	t.Helper()
 	var w io.Writer = io.Discard
 	if os.Getenv("BIB_TEST_LOG") != "" {
 		w = os.Stderr
 	}
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rs, err := newRecorderService(recorderOptions{SIP: "127.0.0.1:0", Data: t.TempDir(), RTPPorts: "46000-46999"}, log)
+	o := recorderOptions{SIP: "127.0.0.1:0", Data: t.TempDir(), RTPPorts: "46000-46999"}
+	for _, f := range opts {
+		f(&o)
+	}
+	rs, err := newRecorderService(o, log)
 	if err != nil {
 		t.Fatal(err)
 	}
