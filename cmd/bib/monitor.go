@@ -122,6 +122,21 @@ func (m *monitors) closeListener(mc *monCall, l *listener, why string) {
 		"reason", why, "supervisor_packets_dropped", l.sess.Dropped(), "duration", time.Since(l.started).Round(time.Second).String())
 }
 
+// whepOnSide lists a call's browser sessions monitoring near-end side.
+func (m *monitors) whepOnSide(callID string, side bridge.Side) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ids []string
+	if mc, ok := m.calls[callID]; ok {
+		for id, l := range mc.whep {
+			if l.side == side {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
 // detachIfIdle stops the mixer when no output is left. Caller holds mu.
 func (m *monitors) detachIfIdle(mc *monCall) {
 	if len(mc.whep) > 0 || mc.outputs > 0 {

@@ -56,6 +56,9 @@ func (s *server) onTransfer(ci sip.CallInfo, t sip.TransferInfo) {
 	} else {
 		s.stopForks(cs, gone)
 	}
+	// Supervisors were allowed to listen to the agent who left, not to the
+	// call that goes on without them.
+	s.endMonitoring(ctx, ci.ID, gone, "the monitored agent transferred the call and left")
 	if stayRec != nil {
 		_ = stayRec.Note(ctx, "transfer", detail)
 	}
@@ -103,5 +106,24 @@ func (s *server) onIdentity(ci sip.CallInfo, id sip.IdentityInfo) {
 	}
 	if fork != nil {
 		fork.UpdateParties(np, fp, false)
+	}
+}
+
+// endMonitoring ends every supervisor session (browser and SIP) that
+// monitors near-end side of a call.
+func (s *server) endMonitoring(ctx context.Context, callID string, side bridge.Side, why string) {
+	if s.mon == nil {
+		return
+	}
+	for _, id := range s.mon.whepOnSide(callID, side) {
+		s.mon.removeWHEP(callID, id, why)
+	}
+	for _, sm := range s.mon.sipSessions(callID) {
+		sm.mu.Lock()
+		sipCall := sm.sipCall
+		sm.mu.Unlock()
+		if sm.side == side && sipCall != "" {
+			_ = s.sip.EndMonitor(ctx, sipCall, why)
+		}
 	}
 }

@@ -344,3 +344,68 @@ func TestForkCodecChange(t *testing.T) {
 		}
 	}
 }
+
+// TestTransferEndsMonitoring: a supervisor listening to agent 1001 hears
+// no more once the agent transferred the customer away and left: bib ends
+// the monitoring session (BYE) while the customer's call goes on.
+func TestTransferEndsMonitoring(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	agent, customer, target := newTestParty(t, "1001"), newTestParty(t, "2001"), newTestParty(t, "3001")
+	cfg := monitorConfig(customer)
+	cfg.Routes = append(cfg.Routes, sip.Route{Match: "3XXX", Target: "sip:${user}@" + target.SIPAddr.String()})
+	ts := startServer(t, cfg)
+	ac, bc := placeCall(t, ctx, ts, agent, customer)
+	waitCallID(t, ctx, ts)
+	sup := sipSupervisor(t, "boss", "boss-secret")
+	sc, err := sup.Invite(ctx, bibURI(ts, "monitor-1001"), sup.SDP(siptest.SDPOptions{Codecs: []string{"0", "101"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *siptest.Call, 1)
+	go func() {
+		select {
+		case in := <-target.Incoming:
+			_ = in.Answer(target.SDP(siptest.SDPOptions{Codecs: []string{"0", "101"}}))
+			got <- in
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		res, err := ac.Refer(ctx, "<sip:3001@127.0.0.1>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode == 202 {
+			break
+		}
+		if res.StatusCode != 491 {
+			t.Fatalf("REFER: %s", res.StartLine())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var tc *siptest.Call
+	select {
+	case tc = <-got:
+	case <-ctx.Done():
+		t.Fatal("target got no call")
+	}
+	for _, w := range []struct {
+		c    *siptest.Call
+		what string
+	}{{ac, "BYE to the transferring agent"}, {sc, "BYE to the supervisor"}} {
+		select {
+		case <-w.c.Ended():
+		case <-ctx.Done():
+			t.Fatal("no " + w.what)
+		}
+	}
+	// The customer and the new party still talk.
+	for i := range 5 {
+		bc.SendRTP(siptest.RTPPacket(0xB, uint16(i), uint32(160*i), 0, make([]byte, 160)))
+	}
+	if _, err := target.WaitPackets(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	_ = tc.Bye(ctx)
+}
