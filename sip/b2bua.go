@@ -679,6 +679,27 @@ func (c *call) setup(req *sipmsg.Request, dsA *sipgo.DialogServerSession, target
 	}
 }
 
+// do sends an in-dialog request on the leg and waits for its final response.
+func (l *sigLeg) do(ctx context.Context, req *sipmsg.Request) (*sipmsg.Response, error) {
+	if l.uas != nil {
+		return l.uas.Do(ctx, req)
+	}
+	return l.uac.Do(ctx, req)
+}
+
+// beginChange claims the call for one offer/answer or transfer, started
+// by leg from (a current leg of an answered call); false if the call is
+// not in that state or another change is in progress (491).
+func (c *call) beginChange(from *sigLeg) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.setupDone || c.hungup || c.finished || c.legs[from.side] != from || c.oaBusy {
+		return false
+	}
+	c.oaBusy = true
+	return true
+}
+
 func (l *sigLeg) targetClone(c *call) sipmsg.Uri {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -897,14 +918,7 @@ func (c *call) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransaction, fro
 	case <-c.done:
 	case <-time.After(2 * time.Second):
 	}
-	c.mu.Lock()
-	ready := c.setupDone && !c.hungup && !c.finished
-	busy := c.oaBusy
-	if ready && !busy {
-		c.oaBusy = true
-	}
-	c.mu.Unlock()
-	if !ready || busy {
+	if !c.beginChange(from) {
 		// RFC 3261 section 14.2: an offer while another is pending gets 491.
 		s.respond(tx, req, 491, "", "another offer/answer is in progress", sipmsg.NewHeader("Retry-After", "1"))
 		return
@@ -951,13 +965,7 @@ func (c *call) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransaction, fro
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), inDialogTimeout)
 	defer cancel()
-	var res *sipmsg.Response
-	var err error
-	if to.uas != nil {
-		res, err = to.uas.Do(ctx, out)
-	} else {
-		res, err = to.uac.Do(ctx, out)
-	}
+	res, err := to.do(ctx, out)
 	if err != nil {
 		s.respond(tx, req, 408, "", "other party did not answer the "+req.Method.String())
 		return

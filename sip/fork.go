@@ -391,21 +391,23 @@ func (f *ForkSession) update(d *forkDialog) error {
 	ct.Params.Add("isFocus", "")
 	req.AppendHeader(ct)
 	n := f.req.NearParty
-	disp := ""
-	if n.Name != "" {
-		disp = `"` + quoteSafe(n.Name) + `" `
-	}
-	req.AppendHeader(sipmsg.NewHeader("P-Asserted-Identity", disp+"<sip:"+n.Addr+"@"+f.s.cfg.Domain+">"))
+	req.AppendHeader(sipmsg.NewHeader("P-Asserted-Identity", assertedIdentity(n.Name, n.Addr, f.s.cfg.Domain)))
+	_, err := f.do(d, req)
+	return err
+}
+
+// do sends an in-dialog request on a fork dialog and wants a 2xx.
+func (f *ForkSession) do(d *forkDialog, req *sipmsg.Request) (*sipmsg.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), f.req.Profile.Timeout)
 	defer cancel()
 	res, err := d.ds.Do(ctx, req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !res.IsSuccess() {
-		return fmt.Errorf("recorder answered %s", res.StartLine())
+		return nil, fmt.Errorf("recorder answered %s", res.StartLine())
 	}
-	return nil
+	return res, nil
 }
 
 // Done is closed when the session has ended.
@@ -1024,14 +1026,8 @@ func (f *ForkSession) reinvite(d *forkDialog, mode bridge.Mode, meta bool) error
 		req.AppendHeader(sdpHeader())
 		req.SetBody(sdpBody)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), f.req.Profile.Timeout)
-	defer cancel()
-	res, err := d.ds.Do(ctx, req)
-	if err != nil {
+	if _, err := f.do(d, req); err != nil {
 		return err
-	}
-	if !res.IsSuccess() {
-		return fmt.Errorf("recorder answered %s", res.StartLine())
 	}
 	ack := sipmsg.NewRequest(sipmsg.ACK, req.Recipient)
 	ack.Laddr = req.Laddr

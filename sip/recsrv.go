@@ -1016,11 +1016,9 @@ func (r *RecorderServer) onBye(req *sipmsg.Request, tx sipmsg.ServerTransaction)
 	}
 }
 
-// onUpdate takes a call-manager-style identity update: an UPDATE whose
-// Contact carries the x-* parameters with new values (a far end that
-// changed). The Contact is kept verbatim with the session's identification.
-// An UPDATE with an SDP offer is not supported here (488).
-func (r *RecorderServer) onUpdate(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+// inDialog returns the recording leg of an in-dialog request, or answers
+// 481 and returns nil.
+func (r *RecorderServer) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) *recLeg {
 	cid := req.CallID()
 	r.mu.Lock()
 	var l *recLeg
@@ -1030,6 +1028,17 @@ func (r *RecorderServer) onUpdate(req *sipmsg.Request, tx sipmsg.ServerTransacti
 	r.mu.Unlock()
 	if l == nil {
 		r.respond(tx, req, 481, "no recording session matches this request", "")
+	}
+	return l
+}
+
+// onUpdate takes a call-manager-style identity update: an UPDATE whose
+// Contact carries the x-* parameters with new values (a far end that
+// changed). The Contact is kept verbatim with the session's identification.
+// An UPDATE with an SDP offer is not supported here (488).
+func (r *RecorderServer) onUpdate(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	l := r.inDialog(req, tx)
+	if l == nil {
 		return
 	}
 	if len(req.Body()) > 0 {
@@ -1045,15 +1054,8 @@ func (r *RecorderServer) onUpdate(req *sipmsg.Request, tx sipmsg.ServerTransacti
 // reinvite handles an in-dialog INVITE: SIPREC pause (a=inactive) and
 // resume, metadata updates, codec changes (RFC 7866 sections 8.1.2, 8.3).
 func (r *RecorderServer) reinvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	cid := req.CallID()
-	r.mu.Lock()
-	var l *recLeg
-	if cid != nil {
-		l = r.legs[cid.Value()]
-	}
-	r.mu.Unlock()
+	l := r.inDialog(req, tx)
 	if l == nil {
-		r.respond(tx, req, 481, "no recording session matches this request", "")
 		return
 	}
 	o, se := inspect(req)

@@ -79,14 +79,7 @@ func (s *Server) onRefer(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.respond(tx, req, 501, "", "attended transfer (Refer-To with Replaces) is not supported; use a blind transfer")
 		return
 	}
-	c.mu.Lock()
-	ready := c.setupDone && !c.hungup && !c.finished && l == c.legs[l.side]
-	busy := c.oaBusy
-	if ready && !busy {
-		c.oaBusy = true
-	}
-	c.mu.Unlock()
-	if !ready || busy {
+	if !c.beginChange(l) {
 		s.respond(tx, req, 491, "", "the call is changing; try the transfer again", sipmsg.NewHeader("Retry-After", "1"))
 		return
 	}
@@ -120,13 +113,7 @@ func (c *call) notify(l *sigLeg, code int, reason string, final bool) {
 	req.SetBody([]byte(fmt.Sprintf("SIP/2.0 %d %s\r\n", code, reason)))
 	ctx, cancel := context.WithTimeout(context.Background(), transferTimeout)
 	defer cancel()
-	var err error
-	if l.uas != nil {
-		_, err = l.uas.Do(ctx, req)
-	} else {
-		_, err = l.uac.Do(ctx, req)
-	}
-	if err != nil {
+	if _, err := l.do(ctx, req); err != nil {
 		c.log.Debug("transfer notify failed", "code", code, "err", err)
 	}
 }
@@ -275,12 +262,7 @@ func (c *call) transfer(old *sigLeg, target sipmsg.Uri, routedBy string) {
 		r.AppendHeader(sdpHeader())
 		r.SetBody(stayBody)
 		ctx, cancel := context.WithTimeout(context.Background(), transferTimeout)
-		var rr *sipmsg.Response
-		if stay.uas != nil {
-			rr, err = stay.uas.Do(ctx, r)
-		} else {
-			rr, err = stay.uac.Do(ctx, r)
-		}
+		rr, err := stay.do(ctx, r)
 		cancel()
 		switch {
 		case err != nil:
@@ -313,9 +295,9 @@ func (c *call) transfer(old *sigLeg, target sipmsg.Uri, routedBy string) {
 // assertedIdentity formats a P-Asserted-Identity value.
 func assertedIdentity(display, user, domain string) string {
 	if display != "" {
-		return fmt.Sprintf("%q <sip:%s@%s>", display, user, domain)
+		return `"` + quoteSafe(display) + `" <sip:` + user + "@" + domain + ">"
 	}
-	return fmt.Sprintf("<sip:%s@%s>", user, domain)
+	return "<sip:" + user + "@" + domain + ">"
 }
 
 // assertedParty reads P-Asserted-Identity (or Remote-Party-ID) of a request.

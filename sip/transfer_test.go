@@ -69,14 +69,7 @@ func TestBlindTransfer(t *testing.T) {
 			}
 		},
 	})
-	a := e.party("1001")
-	got := answerNext(t, e.ctx, b, nil)
-	ac, err := a.Invite(e.ctx, e.uri("2001"), a.SDP(siptest.SDPOptions{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc := recv(t, e.ctx, got)
-	e.waitState(StateAnswered)
+	a, ac, bc := agentCall(t, e, b)
 	exchange(t, e.ctx, a, ac, b, bc, 5, 1)
 	legB := bc.RemoteRTP() // bib's address facing the transferor
 
@@ -160,14 +153,7 @@ func TestBlindTransferRefused(t *testing.T) {
 	b := newParty(t, "2001")
 	target := newParty(t, "3001")
 	e := newEnv(t, envOpts{routes: []Route{staticRoute(b, "2XXX"), staticRoute(target, "3XXX")}})
-	a := e.party("1001")
-	got := answerNext(t, e.ctx, b, nil)
-	ac, err := a.Invite(e.ctx, e.uri("2001"), a.SDP(siptest.SDPOptions{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc := recv(t, e.ctx, got)
-	e.waitState(StateAnswered)
+	a, ac, bc := agentCall(t, e, b)
 	go func() {
 		select {
 		case in := <-target.Incoming:
@@ -201,14 +187,7 @@ func TestIdentityChange(t *testing.T) {
 			}
 		},
 	})
-	a := e.party("1001")
-	got := answerNext(t, e.ctx, b, nil)
-	ac, err := a.Invite(e.ctx, e.uri("2001"), a.SDP(siptest.SDPOptions{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc := recv(t, e.ctx, got)
-	e.waitState(StateAnswered)
+	_, ac, bc := agentCall(t, e, b)
 	pai := sipmsg.NewHeader("P-Asserted-Identity", `"Remote Agent" <sip:4002@remote.example>`)
 	res, err := bc.ReInviteWith(e.ctx, b.SDP(siptest.SDPOptions{}), pai)
 	mustStatus(t, err, res, 200)

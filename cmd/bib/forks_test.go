@@ -142,23 +142,8 @@ func TestForksServeToRecorder(t *testing.T) {
 				t.Fatal("callee got no call")
 			}
 			cs, _ := ts.callState(waitCallID(t, ctx, ts))
-			var f *sip.ForkSession
-			for f == nil {
-				cs.mu.Lock()
-				f = cs.forks[bridge.SideA]
-				cs.mu.Unlock()
-				if ctx.Err() != nil {
-					t.Fatal("no fork session on the call")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			startedFork(t, ctx, cs)
 			refci := strconv.FormatUint(uint64(cs.refci[bridge.SideA]), 10)
-			for !slices.ContainsFunc(f.Events(), func(e sip.ForkEvent) bool { return e.Kind == "started" }) {
-				if ctx.Err() != nil {
-					t.Fatalf("fork events %+v", f.Events())
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
 			// One second of a tone from each party, paced as a phone sends.
 			enc, _ := codec.NewEncoder("PCMU")
 			var pa, pb float64

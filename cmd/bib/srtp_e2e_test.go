@@ -67,15 +67,7 @@ func TestSRTPRecordedAndForked(t *testing.T) {
 
 			ka, _ := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_80)
 			kc, _ := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_32)
-			got := make(chan *siptest.Call, 1)
-			go func() {
-				select {
-				case in := <-customer.Incoming:
-					_ = in.Answer(customer.SDP(siptest.SDPOptions{Proto: "RTP/SAVP", Codecs: []string{"0", "101"}, Extra: siptest.CryptoLine(1, kc)}))
-					got <- in
-				case <-ctx.Done():
-				}
-			}()
+			got := answerNextWith(ctx, customer, customer.SDP(siptest.SDPOptions{Proto: "RTP/SAVP", Codecs: []string{"0", "101"}, Extra: siptest.CryptoLine(1, kc)}))
 			bib := ts.sip.Addr("udp")
 			uri := agent.URI()
 			uri.User, uri.Host, uri.Port = "2000", bib.Addr().String(), int(bib.Port())
@@ -90,14 +82,7 @@ func TestSRTPRecordedAndForked(t *testing.T) {
 				t.Fatal("customer got no call")
 			}
 			cs, _ := ts.callState(waitCallID(t, ctx, ts))
-			var f *sip.ForkSession
-			for f == nil && ctx.Err() == nil {
-				cs.mu.Lock()
-				f = cs.forks[bridge.SideA]
-				cs.mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
-			}
-			waitForkEvent(t, ctx, f, "started", 1)
+			f := startedFork(t, ctx, cs)
 
 			sa, _ := siptest.NewSRTP(ka, &kc)
 			sc, _ := siptest.NewSRTP(kc, &ka)
@@ -184,15 +169,7 @@ func TestSRTPMonitorSecureCall(t *testing.T) {
 	ts := startServer(t, monitorConfig(customer))
 	ka, _ := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_80)
 	kc, _ := bridge.NewSRTPKey(bridge.SuiteAES128SHA1_80)
-	got := make(chan *siptest.Call, 1)
-	go func() {
-		select {
-		case in := <-customer.Incoming:
-			_ = in.Answer(customer.SDP(siptest.SDPOptions{Proto: "RTP/SAVP", Codecs: []string{"0", "101"}, Extra: siptest.CryptoLine(1, kc)}))
-			got <- in
-		case <-ctx.Done():
-		}
-	}()
+	got := answerNextWith(ctx, customer, customer.SDP(siptest.SDPOptions{Proto: "RTP/SAVP", Codecs: []string{"0", "101"}, Extra: siptest.CryptoLine(1, kc)}))
 	ac, err := agent.Invite(ctx, bibURI(ts, "2001"), agent.SDP(siptest.SDPOptions{Proto: "RTP/SAVP", Codecs: []string{"0", "101"}, Extra: siptest.CryptoLine(1, ka)}))
 	if err != nil {
 		t.Fatal(err)

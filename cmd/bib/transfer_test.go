@@ -41,16 +41,8 @@ func TestTransferForks(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			defer cancel()
 			ac, bc := placeCall(t, ctx, ts, agent, customer)
-			id := waitCallID(t, ctx, ts)
-			cs, _ := ts.callState(id)
-			var f *sip.ForkSession
-			for f == nil && ctx.Err() == nil {
-				cs.mu.Lock()
-				f = cs.forks[bridge.SideA]
-				cs.mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
-			}
-			waitForkEvent(t, ctx, f, "started", 1)
+			cs, _ := ts.callState(waitCallID(t, ctx, ts))
+			f := startedFork(t, ctx, cs)
 			cs.mu.Lock()
 			refci0 := strconv.FormatUint(uint64(cs.refci[bridge.SideA]), 10)
 			cs.mu.Unlock()
@@ -69,19 +61,9 @@ func TestTransferForks(t *testing.T) {
 
 			// 1. The customer's side asserts a new identity.
 			pai := sipmsg.NewHeader("P-Asserted-Identity", `"Remote Agent" <sip:4002@remote.example>`)
-			for {
-				res, err := bc.ReInviteWith(ctx, customer.SDP(siptest.SDPOptions{Codecs: []string{"0", "101"}}), pai)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if res.StatusCode == 200 {
-					break
-				}
-				if res.StatusCode != 491 {
-					t.Fatalf("re-INVITE: %s", res.StartLine())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			until491(t, "re-INVITE", 200, func() (*sipmsg.Response, error) {
+				return bc.ReInviteWith(ctx, customer.SDP(siptest.SDPOptions{Codecs: []string{"0", "101"}}), pai)
+			})
 			if proto == sip.ForkCUCM {
 				waitForkEvent(t, ctx, f, "identity_updated", 1)
 			} else {
@@ -90,34 +72,7 @@ func TestTransferForks(t *testing.T) {
 			talk(ac, bc, 10, &seq)
 
 			// 2. The customer transfers the agent to 3000.
-			got := make(chan *siptest.Call, 1)
-			go func() {
-				select {
-				case in := <-target.Incoming:
-					_ = in.Answer(target.SDP(siptest.SDPOptions{Codecs: []string{"0", "101"}}))
-					got <- in
-				case <-ctx.Done():
-				}
-			}()
-			for {
-				res, err := bc.Refer(ctx, "<sip:3000@127.0.0.1>")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if res.StatusCode == 202 {
-					break
-				}
-				if res.StatusCode != 491 {
-					t.Fatalf("REFER: %s", res.StartLine())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			var tc *siptest.Call
-			select {
-			case tc = <-got:
-			case <-ctx.Done():
-				t.Fatal("transfer target got no call")
-			}
+			tc := transferTo(t, ctx, bc, target)
 			select {
 			case <-bc.Ended():
 			case <-ctx.Done():
@@ -276,14 +231,7 @@ func TestForkCodecChange(t *testing.T) {
 	defer cancel()
 	ac, bc := placeCall(t, ctx, ts, agent, customer)
 	cs, _ := ts.callState(waitCallID(t, ctx, ts))
-	var f *sip.ForkSession
-	for f == nil && ctx.Err() == nil {
-		cs.mu.Lock()
-		f = cs.forks[bridge.SideA]
-		cs.mu.Unlock()
-		time.Sleep(5 * time.Millisecond)
-	}
-	waitForkEvent(t, ctx, f, "started", 1)
+	f := startedFork(t, ctx, cs)
 	var seq uint16
 	var sent [2][2][][]byte // [phase][party]
 	talk := func(phase int, pt uint8, enc func([]int16) []byte) {
@@ -309,19 +257,9 @@ func TestForkCodecChange(t *testing.T) {
 		}
 	}
 	talk(0, 0, encoder("PCMU"))
-	for {
-		res, err := bc.ReInvite(ctx, customer.SDP(siptest.SDPOptions{Codecs: []string{"8", "101"}}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.StatusCode == 200 {
-			break
-		}
-		if res.StatusCode != 491 {
-			t.Fatalf("re-INVITE: %s", res.StartLine())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	until491(t, "re-INVITE", 200, func() (*sipmsg.Response, error) {
+		return bc.ReInvite(ctx, customer.SDP(siptest.SDPOptions{Codecs: []string{"8", "101"}}))
+	})
 	waitForkEvent(t, ctx, f, "renegotiated", 2)
 	talk(1, 8, encoder("PCMA"))
 	time.Sleep(100 * time.Millisecond)
@@ -362,34 +300,7 @@ func TestTransferEndsMonitoring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *siptest.Call, 1)
-	go func() {
-		select {
-		case in := <-target.Incoming:
-			_ = in.Answer(target.SDP(siptest.SDPOptions{Codecs: []string{"0", "101"}}))
-			got <- in
-		case <-ctx.Done():
-		}
-	}()
-	for {
-		res, err := ac.Refer(ctx, "<sip:3001@127.0.0.1>")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.StatusCode == 202 {
-			break
-		}
-		if res.StatusCode != 491 {
-			t.Fatalf("REFER: %s", res.StartLine())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	var tc *siptest.Call
-	select {
-	case tc = <-got:
-	case <-ctx.Done():
-		t.Fatal("target got no call")
-	}
+	tc := transferTo(t, ctx, ac, target)
 	for _, w := range []struct {
 		c    *siptest.Call
 		what string
@@ -408,4 +319,70 @@ func TestTransferEndsMonitoring(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = tc.Bye(ctx)
+}
+
+// startedFork waits for the call's fork session of the agent (side A) and
+// for its first fork set.
+func startedFork(t *testing.T, ctx context.Context, cs *callState) *sip.ForkSession {
+	t.Helper()
+	var f *sip.ForkSession
+	for f == nil {
+		cs.mu.Lock()
+		f = cs.forks[bridge.SideA]
+		cs.mu.Unlock()
+		if ctx.Err() != nil {
+			t.Fatal("no fork session on the call")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitForkEvent(t, ctx, f, "started", 1)
+	return f
+}
+
+// until491 sends a request again while bib answers 491 (still finishing
+// the previous offer/answer) and wants the status want.
+func until491(t *testing.T, what string, want int, send func() (*sipmsg.Response, error)) {
+	t.Helper()
+	for {
+		res, err := send()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if res.StatusCode == want {
+			return
+		}
+		if res.StatusCode != 491 {
+			t.Fatalf("%s: %s", what, res.StartLine())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// answerNextWith answers p's next incoming call with sdp.
+func answerNextWith(ctx context.Context, p *siptest.Party, sdp []byte) <-chan *siptest.Call {
+	got := make(chan *siptest.Call, 1)
+	go func() {
+		select {
+		case in := <-p.Incoming:
+			_ = in.Answer(sdp)
+			got <- in
+		case <-ctx.Done():
+		}
+	}()
+	return got
+}
+
+// transferTo has c transfer its call to target (REFER) and returns the
+// target's answered call.
+func transferTo(t *testing.T, ctx context.Context, c *siptest.Call, target *siptest.Party) *siptest.Call {
+	t.Helper()
+	got := answerNextWith(ctx, target, target.SDP(siptest.SDPOptions{Codecs: []string{"0", "101"}}))
+	until491(t, "REFER", 202, func() (*sipmsg.Response, error) { return c.Refer(ctx, "<sip:"+target.User+"@127.0.0.1>") })
+	select {
+	case tc := <-got:
+		return tc
+	case <-ctx.Done():
+		t.Fatal("transfer target got no call")
+	}
+	return nil
 }
