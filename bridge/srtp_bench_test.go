@@ -5,9 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // BenchmarkRelaySRTP is BenchmarkRelay for a call whose party a sends SRTP:
@@ -89,47 +87,7 @@ func sealedStream(b *testing.B, k *SRTPKey, n int) [][]byte {
 // pumpPackets is pumpTo (relay_bench_test.go) sending the given packets, in
 // order, to one destination.
 func pumpPackets(b *testing.B, a, bConn *net.UDPConn, dst netip.AddrPort, pkts [][]byte, window int64) {
-	var sent, done, lost atomic.Int64
-	n := int64(b.N)
-	credit := make(chan struct{}, window)
-	for range window {
-		credit <- struct{}{}
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 2048)
-		for done.Load()+lost.Load() < n {
-			bConn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			if _, _, err := bConn.ReadFromUDPAddrPort(buf); err != nil {
-				k := sent.Load() - done.Load() - lost.Load()
-				lost.Add(k)
-				for range k {
-					credit <- struct{}{}
-				}
-				continue
-			}
-			done.Add(1)
-			credit <- struct{}{}
-		}
-	}()
-	cpu0 := cpuNow()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		<-credit
-		if _, err := a.WriteToUDPAddrPort(pkts[i], dst); err != nil {
-			b.Fatal(err)
-		}
-		sent.Add(1)
-	}
-	wg.Wait()
-	b.StopTimer()
-	cpu := cpuNow() - cpu0
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/pkt")
-	if l := lost.Load(); l > 0 {
-		b.ReportMetric(float64(l)/float64(b.N), "lost/pkt")
-	}
+	pumpWith(b, a, bConn, window, func(i int) ([]byte, netip.AddrPort) { return pkts[i], dst })
 }
 
 // BenchmarkSRTPOpen is the relay's added work per SRTP packet alone:
