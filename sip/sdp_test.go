@@ -217,6 +217,9 @@ func FuzzParseMedia(f *testing.F) {
 	f.Add([]byte(offerA))
 	f.Add([]byte("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=rtcp-mux\r\na=rtcp:70000\r\n"))
 	f.Add([]byte("v=0\r\nm=audio 0 RTP/AVP\r\n"))
+	f.Add([]byte("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/SAVP 0\r\n" +
+		"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj|2^20\r\n" +
+		"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := ParseMedia(b)
 		if err != nil {
@@ -238,6 +241,10 @@ func FuzzParseMedia(f *testing.F) {
 		}
 		if len(d2.Codecs) != len(d.Codecs) || d2.Mode != d.Mode {
 			t.Fatalf("rewrite changed media: %+v -> %+v", d, d2)
+		}
+		// The party's SRTP key passes through the rewrite unchanged.
+		if (d.SRTP == nil) != (d2.SRTP == nil) || d.SRTP != nil && !d.SRTP.Equal(*d2.SRTP) {
+			t.Fatalf("rewrite changed the srtp key: %v -> %v\n%q", d.SRTP, d2.SRTP, out)
 		}
 	})
 }
