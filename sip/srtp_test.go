@@ -2,6 +2,7 @@ package sip
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -176,4 +177,57 @@ func TestSRTPMonitorSecureCall(t *testing.T) {
 	_ = sc2.Bye(me.ctx)
 	_ = ac.Bye(me.ctx)
 	me.waitEnded(1)
+}
+
+// DialMonitor for a secure call offers RTP/SAVP with bib's key; a phone
+// that answers SRTP gets the mix encrypted with that key; one that
+// answers plain RTP is hung up and the dial fails.
+func TestSRTPDialMonitor(t *testing.T) {
+	me := newMonEnv(t, nil)
+	phone := me.party("3000")
+	for _, answerSecure := range []bool{true, false} {
+		m := newFakeMonMedia(t, me.eng)
+		m.secure = true
+		done := make(chan error, 1)
+		go func() {
+			_, err := me.srv.DialMonitor(me.ctx, MonitorDial{Target: "sip:3000@" + phone.SIPAddr.String(), Media: m})
+			done <- err
+		}()
+		var in *siptest.Call
+		select {
+		case in = <-phone.Incoming:
+		case <-me.ctx.Done():
+			t.Fatal("phone got no INVITE")
+		}
+		_, keys, err := siptest.ParseCrypto(in.Invite.Body())
+		if err != nil || len(keys) != 1 || !strings.Contains(string(in.Invite.Body()), "RTP/SAVP") {
+			t.Fatalf("offer for a secure call:\n%s", in.Invite.Body())
+		}
+		opts := siptest.SDPOptions{Mode: "recvonly", Codecs: []string{"0"}}
+		if answerSecure {
+			opts.Proto, opts.Extra = "RTP/SAVP", siptest.CryptoLine(1, newKey(t))
+		}
+		if err := in.Answer(phone.SDP(opts)); err != nil {
+			t.Fatal(err)
+		}
+		var derr error
+		select {
+		case derr = <-done:
+		case <-me.ctx.Done():
+			t.Fatal("DialMonitor did not return")
+		}
+		m.mu.Lock()
+		k := m.key
+		m.mu.Unlock()
+		if answerSecure {
+			if derr != nil || k == nil || !k.Equal(keys[0]) {
+				t.Fatalf("secure answer: err %v, mix key matches offer: %v", derr, k != nil && k.Equal(keys[0]))
+			}
+			continue
+		}
+		if !errors.Is(derr, ErrMonitorAnswer) && (derr == nil || !strings.Contains(derr.Error(), "RTP/AVP")) {
+			t.Fatalf("plain answer to a secure offer: %v", derr)
+		}
+		waitDone(t, me.ctx, in.Ended(), "BYE to the phone")
+	}
 }
