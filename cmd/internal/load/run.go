@@ -483,6 +483,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 			why = "no call was monitored"
 		}
 		note("Monitoring not available: %s.", why)
+	} else if sv.Failed > 0 && supWhy != "" {
+		note("First supervisor failure: %s.", supWhy)
 	}
 	if cfg.Supervisors > 0 {
 		note("Supervisors join over SIP only; WebRTC (WHEP) supervisors are not exercised yet.")
