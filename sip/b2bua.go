@@ -124,6 +124,7 @@ type call struct {
 	ringCancel context.CancelCauseFunc
 	finished   bool
 	old        []*sigLeg // legs replaced by transfers
+	transferor *sigLeg   // the leg whose blind transfer is under way
 }
 
 func (c *call) setState(st string) {
@@ -282,10 +283,10 @@ func (s *Server) onBye(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	s.respond(tx, req, 200, "OK", "")
 	c.mu.Lock()
 	l.ended = true
-	replaced := c.legs[l.side] != l
+	replaced := c.legs[l.side] != l || c.transferor == l
 	c.mu.Unlock()
 	if replaced {
-		return // the transferor leaving after a transfer (transfer.go)
+		return // the transferor leaving during or after its transfer (transfer.go)
 	}
 	hdr := ""
 	if h := req.GetHeader("Reason"); h != nil {

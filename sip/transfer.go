@@ -95,12 +95,28 @@ func (s *Server) onRefer(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		s.respond(tx, req, code, "", "transfer target: "+err.Error())
 		return
 	}
+	c.mu.Lock()
+	c.transferor = l
+	c.mu.Unlock()
 	s.respond(tx, req, 202, "Accepted", "")
 	go c.transfer(l, target, routedBy)
 }
 
-// notify sends a refer-event NOTIFY with a sipfrag of status on leg l.
+// transferorLeft reports whether the transferor hung up while its blind
+// transfer was under way (RFC 5589 section 6.1 lets it leave as soon as
+// the REFER is accepted).
+func (c *call) transferorLeft(old *sigLeg) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return old.ended
+}
+
+// notify sends a refer-event NOTIFY with a sipfrag of status on leg l
+// (not once the transferor has hung up).
 func (c *call) notify(l *sigLeg, code int, reason string, final bool) {
+	if c.transferorLeft(l) {
+		return
+	}
 	req := sipmsg.NewRequest(sipmsg.NOTIFY, l.targetClone(c))
 	req.Laddr = l.laddr
 	req.AppendHeader(sipmsg.NewHeader("Event", "refer"))
@@ -124,6 +140,7 @@ func (c *call) transfer(old *sigLeg, target sipmsg.Uri, routedBy string) {
 	release := func() {
 		c.mu.Lock()
 		c.oaBusy = false
+		c.transferor = nil
 		c.mu.Unlock()
 	}
 	c.notify(old, 100, "Trying", false)
@@ -172,6 +189,12 @@ func (c *call) transfer(old *sigLeg, target sipmsg.Uri, routedBy string) {
 
 	fail := func(code int, reason, why string) {
 		release()
+		if c.transferorLeft(old) {
+			// Nobody is left for the remaining party to talk to.
+			c.log.Info("transfer failed after the transferor left; ending the call", "target", target.User, "why", why)
+			c.hangup(int(side), "transfer failed", fmt.Sprintf(`SIP;cause=%d;text="transfer failed"`, code))
+			return
+		}
 		c.notify(old, code, reason, true)
 		c.log.Info("transfer failed; the call stays as it was", "target", target.User, "why", why)
 	}

@@ -234,3 +234,49 @@ func TestIdentityChange(t *testing.T) {
 	_ = ac.Bye(e.ctx)
 	e.waitEnded(1)
 }
+
+// RFC 5589 section 6.1: the transferor may hang up as soon as its REFER is
+// accepted. Its BYE ends only its own dialog; the transfer goes on, and if
+// the new party then refuses, the remaining party is hung up (nobody is
+// left to talk to).
+func TestBlindTransferTransferorLeavesEarly(t *testing.T) {
+	for _, answers := range []bool{true, false} {
+		b := newParty(t, "2001")
+		target := newParty(t, "3001")
+		e := newEnv(t, envOpts{routes: []Route{staticRoute(b, "2XXX"), staticRoute(target, "3XXX")}})
+		a, ac, bc := agentCall(t, e, b)
+		ring := make(chan *siptest.Call, 1)
+		go func() {
+			select {
+			case in := <-target.Incoming:
+				ring <- in
+			case <-e.ctx.Done():
+			}
+		}()
+		mustStatus(t, nil, refer(t, bc, e, "<sip:3001@127.0.0.1>"), 202)
+		if err := bc.Bye(e.ctx); err != nil {
+			t.Fatalf("transferor's BYE: %v", err)
+		}
+		in := recv(t, e.ctx, ring)
+		if !answers {
+			_ = in.Respond(486, "Busy Here", nil)
+			waitDone(t, e.ctx, ac.Ended(), "BYE to the remaining party after a failed transfer")
+			e.waitEnded(1)
+			continue
+		}
+		if err := in.Answer(target.SDP(siptest.SDPOptions{})); err != nil {
+			t.Fatal(err)
+		}
+		for cs := e.srv.Calls(); len(cs) != 1 || cs[0].Callee != "3001"; cs = e.srv.Calls() {
+			select {
+			case <-e.ctx.Done():
+				t.Fatal("call not transferred")
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		e.waitState(StateAnswered)
+		exchange(t, e.ctx, a, ac, target, in, 5, 7)
+		_ = ac.Bye(e.ctx)
+		e.waitEnded(1)
+	}
+}
