@@ -383,6 +383,12 @@ func (s *Server) Hangup(ctx context.Context, id, reason string) error {
 	s.mu.Lock()
 	c, ok := s.calls[id]
 	s.mu.Unlock()
+	if ok {
+		// A call that has finished stays listed until it is unregistered.
+		c.mu.Lock()
+		ok = !c.finished
+		c.mu.Unlock()
+	}
 	if !ok {
 		return fmt.Errorf("hangup %s: %w", id, ErrCallNotFound)
 	}
