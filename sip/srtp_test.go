@@ -231,3 +231,75 @@ func TestSRTPDialMonitor(t *testing.T) {
 		waitDone(t, me.ctx, in.Ended(), "BYE to the phone")
 	}
 }
+
+// A blind transfer of a secure call: the new party gets the remaining
+// party's key in its INVITE, the remaining party the new party's key in
+// its re-INVITE, and SRTP then flows between them byte for byte.
+func TestSRTPTransfer(t *testing.T) {
+	b := newParty(t, "2001")
+	target := newParty(t, "3001")
+	e := newEnv(t, envOpts{routes: []Route{staticRoute(b, "2XXX"), staticRoute(target, "3XXX")}})
+	a := e.party("1001")
+	ka, kb, kc := newKey(t), newKey(t), newKey(t)
+	a.Answers = siptest.SDPOptions{Proto: "RTP/SAVP", Extra: siptest.CryptoLine(1, ka)}
+	got := answerNext(t, e.ctx, b, b.SDP(siptest.SDPOptions{Proto: "RTP/SAVP", Extra: siptest.CryptoLine(1, kb)}))
+	ac, err := a.Invite(e.ctx, e.uri("2001"), a.SDP(siptest.SDPOptions{Proto: "RTP/SAVP", Extra: siptest.CryptoLine(1, ka)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := recv(t, e.ctx, got)
+	e.waitState(StateAnswered)
+	gotT := answerNext(t, e.ctx, target, target.SDP(siptest.SDPOptions{Proto: "RTP/SAVP", Extra: siptest.CryptoLine(1, kc)}))
+	mustStatus(t, nil, refer(t, bc, e, "<sip:3001@127.0.0.1>"), 202)
+	tc := recv(t, e.ctx, gotT)
+	if _, keys, _ := siptest.ParseCrypto(tc.Invite.Body()); len(keys) != 1 || !keys[0].Equal(ka) {
+		t.Fatalf("the new party did not get the remaining party's key:\n%s", tc.Invite.Body())
+	}
+	var reinv []byte
+	for reinv == nil {
+		for _, r := range ac.InDialogRequests() {
+			if strings.Contains(header(r.Req, "P-Asserted-Identity"), "3001") {
+				reinv = r.Offer
+			}
+		}
+		select {
+		case <-e.ctx.Done():
+			t.Fatal("no re-INVITE at the remaining party")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if _, keys, _ := siptest.ParseCrypto(reinv); len(keys) != 1 || !keys[0].Equal(kc) {
+		t.Fatalf("the remaining party did not get the new party's key:\n%s", reinv)
+	}
+	for cs := e.srv.Calls(); len(cs) != 1 || cs[0].Callee != "3001" || cs[0].State != StateAnswered; cs = e.srv.Calls() {
+		select {
+		case <-e.ctx.Done():
+			t.Fatal("call not transferred")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	sa, _ := siptest.NewSRTP(ka, &kc)
+	sc, _ := siptest.NewSRTP(kc, &ka)
+	for i := range 10 {
+		ac.SendRTP(sa.Seal(siptest.RTPPacket(0xA1, uint16(i), uint32(160*i), 0, bytes.Repeat([]byte{byte(i)}, 160))))
+		tc.SendRTP(sc.Seal(siptest.RTPPacket(0xC3, uint16(i), uint32(160*i), 0, bytes.Repeat([]byte{byte(i)}, 160))))
+	}
+	gotC, err := target.WaitPackets(e.ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotA, err := a.WaitPackets(e.ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := sc.Open(gotC[i].Data); err != nil {
+			t.Fatalf("new party cannot open packet %d: %v", i, err)
+		}
+		if _, err := sa.Open(gotA[i].Data); err != nil {
+			t.Fatalf("remaining party cannot open packet %d: %v", i, err)
+		}
+	}
+	_ = ac.Bye(e.ctx)
+	e.waitEnded(1)
+}

@@ -245,6 +245,11 @@ func (c *call) transfer(old *sigLeg, target sipmsg.Uri, routedBy string) {
 		c.log.Warn("transfer: ack to the new party failed", "err", err)
 	}
 	ans, err := ParseMedia(res.Body())
+	if err == nil {
+		if off, perr := ParseMedia(offer); perr == nil {
+			err = srtpMismatch(off, ans)
+		}
+	}
 	if err != nil {
 		c.sendBye(ackCtx, nl, `SIP;cause=488;text="unusable SDP answer"`)
 		unbind()
@@ -293,7 +298,11 @@ func (c *call) transfer(old *sigLeg, target sipmsg.Uri, routedBy string) {
 		case rr.IsSuccess():
 			c.sendAck(stay, nil)
 			if d, perr := ParseMedia(rr.Body()); perr == nil {
-				c.media.SetRemote(stay.side, d)
+				if off, oerr := ParseMedia(stayBody); oerr == nil && srtpMismatch(off, d) != nil {
+					c.log.Warn("transfer: remaining party answered with another transport (RTP/SRTP); keeping its previous media", "err", srtpMismatch(off, d))
+				} else {
+					c.media.SetRemote(stay.side, d)
+				}
 			}
 		default:
 			c.log.Warn("transfer: remaining party refused the re-INVITE", "status", rr.StatusCode)

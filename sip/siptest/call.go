@@ -330,7 +330,9 @@ func (c *Call) answerInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) 
 			return
 		}
 		c.setRemote(m)
-		answer = c.p.SDP(SDPOptions{Mode: mirror(m.Mode)})
+		o := c.p.Answers
+		o.Mode = mirror(m.Mode)
+		answer = c.p.SDP(o)
 	} else if req.IsInvite() {
 		answer = c.p.SDP(SDPOptions{})
 	}

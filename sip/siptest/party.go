@@ -33,6 +33,10 @@ type Party struct {
 	// AuthUser and AuthPassword, when set, answer digest challenges (401,
 	// 407) to the party's INVITEs. Set before Invite.
 	AuthUser, AuthPassword string
+	// Answers shapes the SDP the party answers re-INVITEs and UPDATEs with
+	// (its Mode is always the offer's mirror); e.g. Proto RTP/SAVP and an
+	// a=crypto line in Extra for an SRTP party. Set before the call.
+	Answers SDPOptions
 
 	UA  *sipgo.UserAgent
 	Srv *sipgo.Server
