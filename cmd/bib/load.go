@@ -62,6 +62,7 @@ func loadMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.BibBinary, "bib", "", "bib binary --spawn runs (default: this executable)")
 	fs.IntVar(&cfg.BridgePID, "bridge-pid", 0, "pid of a local bridge to sample CPU and memory from /proc")
 	fs.StringVar(&cfg.BridgeHTTP, "bridge-http", "", "bridge HTTP base URL for /metrics and /api/v1/recordings, e.g. http://127.0.0.1:8080")
+	fs.StringVar(&cfg.BridgeHTTP, "http", "", "bib serve's HTTP base URL (same as --bridge-http); needed by --webrtc without --spawn")
 	fs.StringVar(&cfg.BridgeLogLevel, "bridge-log-level", "warn", "log level of the spawned bridge")
 	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the spawned bridge's directory (config, log, recordings)")
 	fs.IntVar(&cfg.Calls, "calls", 10, "concurrent calls (slots are refilled while --duration lasts)")
@@ -70,6 +71,7 @@ func loadMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&cfg.Hold, "hold", 0, "length of each call (default: until --duration ends)")
 	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", 0, "bound on each INVITE (default 10s)")
 	fs.Var(ratio{&cfg.Supervisors}, "supervisors", "fraction of calls a supervisor monitors (0.1 or 10%)")
+	fs.Var(ratio{&cfg.WebRTC}, "webrtc", "fraction of the supervisors that join over WebRTC (bib serve's WHEP endpoint) instead of SIP (0.5 or 50%)")
 	fs.BoolVar(&cfg.Record, "record", false, "record every call and check the recordings")
 	fs.BoolVar(&cfg.Fork, "fork", false, "also fork every call to a recorder (--spawn starts a bib recorder) and check its recordings")
 	fs.StringVar(&cfg.ForkProtocol, "fork-protocol", "cucm", "fork protocol with --spawn: cucm (call-manager style, delayed offer) or siprec")
@@ -187,8 +189,12 @@ func printSummary(w io.Writer, r *load.Report) {
 	fmt.Fprintf(w, "  rtp       %d sent, %d received, %d lost (%.4f%%); latency p50/p99/max %.3f/%.3f/%.3f ms; jitter p99 %.3f ms\n",
 		rt.Sent, rt.Received, rt.Lost, 100*rt.LossRatio, rt.LatencyMS.P50, rt.LatencyMS.P99, rt.LatencyMS.Max, rt.JitterMS.P99)
 	if s := r.Supervisors; s.Requested > 0 {
-		fmt.Fprintf(w, "  monitor   %d of %d supervisors connected, %d packets received, %d leaked to parties\n",
-			s.Streams, s.Requested, s.PacketsReceived, s.LeakedToParties)
+		split := ""
+		if r.Settings.WebRTC > 0 {
+			split = fmt.Sprintf(" (%d SIP, %d WebRTC)", s.SIPStreams, s.WebRTCStreams)
+		}
+		fmt.Fprintf(w, "  monitor   %d of %d supervisors connected%s, %d packets received, %d leaked to parties\n",
+			s.Streams, s.Requested, split, s.PacketsReceived, s.LeakedToParties)
 	}
 	if r.Settings.Record {
 		g := r.Recordings

@@ -20,7 +20,8 @@ type Config struct {
 	// spawned one's pid with Spawn). 0: no process figures.
 	BridgePID int
 	// BridgeHTTP is the bridge's HTTP base URL (http://IP:PORT) for
-	// /metrics and /api/v1/recordings. Set automatically with Spawn.
+	// /metrics, /api/v1/recordings and, with WebRTC, /api/v1/calls and
+	// the WHEP listen endpoint. Set automatically with Spawn.
 	BridgeHTTP string
 	// BridgeLogLevel is the spawned bridge's log level. Default warn.
 	BridgeLogLevel string
@@ -42,8 +43,12 @@ type Config struct {
 	// SetupTimeout bounds each INVITE transaction. Default 10s.
 	SetupTimeout time.Duration
 	// Supervisors is the fraction of calls (0..1) that a supervisor
-	// monitors over SIP.
+	// monitors (listen-only, while transmitting its own audio).
 	Supervisors float64
+	// WebRTC is the fraction (0..1) of those supervisors that join over
+	// WebRTC (bib serve's WHEP endpoint, POST /api/v1/calls/{id}/listen)
+	// instead of SIP. Needs BridgeHTTP (or Spawn) and a bridge that is bib.
+	WebRTC float64
 	// Record asks for every call to be recorded and checks the recordings.
 	Record bool
 	// Fork asks for recording forks to a `bib recorder` and checks the
@@ -211,6 +216,14 @@ func (c *Config) Validate() error {
 	if c.Supervisors < 0 || c.Supervisors > 1 {
 		bad("supervisors", "%g is not a fraction in 0..1", c.Supervisors)
 	}
+	switch {
+	case c.WebRTC < 0 || c.WebRTC > 1:
+		bad("webrtc", "%g is not a fraction in 0..1 (of the supervisors)", c.WebRTC)
+	case c.WebRTC > 0 && c.Supervisors == 0:
+		bad("webrtc", "needs --supervisors above 0 (it is a fraction of the supervisors)")
+	case c.WebRTC > 0 && !c.Spawn && c.BridgeHTTP == "":
+		bad("webrtc", "needs --http (bib serve's HTTP base URL, e.g. http://127.0.0.1:8080) or --spawn")
+	}
 	for _, p := range []struct {
 		flag string
 		v    float64
@@ -238,7 +251,7 @@ func (c *Config) Validate() error {
 	if c.BridgePID < 0 {
 		bad("bridge-pid", "%d is negative", c.BridgePID)
 	}
-	for _, u := range []struct{ flag, v string }{{"bridge-http", c.BridgeHTTP}, {"recorder-http", c.RecorderHTTP}} {
+	for _, u := range []struct{ flag, v string }{{"bridge-http (--http)", c.BridgeHTTP}, {"recorder-http", c.RecorderHTTP}} {
 		if u.v != "" && !strings.HasPrefix(u.v, "http://") && !strings.HasPrefix(u.v, "https://") {
 			bad(u.flag, "%q is not an http:// URL", u.v)
 		}

@@ -98,34 +98,44 @@ var apiToken struct {
 	v string
 }
 
-// login signs in as a supervisor: POST /api/v1/login {"user","password"}.
+// login signs in as a supervisor and keeps the token for httpGet.
 func login(ctx context.Context, base, user, password string) error {
+	tok, err := loginToken(ctx, http.DefaultClient, base, user, password)
+	if err != nil {
+		return err
+	}
+	apiToken.Lock()
+	apiToken.v = tok
+	apiToken.Unlock()
+	return nil
+}
+
+// loginToken signs in as a supervisor, POST /api/v1/login
+// {"user","password"}, and returns the session's bearer token.
+func loginToken(ctx context.Context, cli *http.Client, base, user, password string) (string, error) {
 	body, _ := json.Marshal(map[string]string{"user": user, "password": password})
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/login", bytes.NewReader(body))
 	if err != nil {
-		return err
+		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
+	res, err := cli.Do(req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer res.Body.Close()
 	var out struct {
 		Token string `json:"token"`
 	}
 	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("POST /api/v1/login as %s: status %d", user, res.StatusCode)
+		return "", fmt.Errorf("POST /api/v1/login as %s: status %d", user, res.StatusCode)
 	}
 	if err := json.NewDecoder(io.LimitReader(res.Body, 1<<16)).Decode(&out); err != nil || out.Token == "" {
-		return fmt.Errorf("POST /api/v1/login: no token (%v)", err)
+		return "", fmt.Errorf("POST /api/v1/login: no token (%v)", err)
 	}
-	apiToken.Lock()
-	apiToken.v = out.Token
-	apiToken.Unlock()
-	return nil
+	return out.Token, nil
 }
 
 func httpGet(ctx context.Context, u string) ([]byte, int, error) {

@@ -66,6 +66,7 @@ func (r *Report) summaryRows() [][2]string {
 		{"duplicates / late / unmatched / misrouted", f("%d / %d / %d / %d", rt.Duplicates, rt.Late, rt.Unmatched, rt.Misrouted)},
 		{"impairment dropped / duplicated / reordered", f("%d / %d / %d", rt.Impairment.Dropped, rt.Impairment.Duplicated, rt.Impairment.Reordered)},
 		{"supervisor streams / packets received / leaked to parties", na(sv.Available, f("%d / %d / %d", sv.Streams, sv.PacketsReceived, sv.LeakedToParties))},
+		{"supervisor streams over SIP / WebRTC, WebRTC packets received", na(sv.Available, f("%d / %d, %d", sv.SIPStreams, sv.WebRTCStreams, sv.WebRTCPacketsReceived))},
 		{"recordings expected / found / complete", na(rc.Available, f("%d / %d / %d", rc.Expected, rc.Found, rc.Complete))},
 		{"recordings completeness, max skew ms, min correlation", na(rc.Available, f("%.3f, %.3f, %.3f", rc.Completeness, rc.MaxSkewMS, rc.MinCorrelation))},
 		{"forked recordings expected / found / complete (at the recorder)", na(fk.Available, f("%d / %d / %d", fk.Expected, fk.Found, fk.Complete))},
@@ -207,7 +208,7 @@ td:nth-child(2){font-variant-numeric:tabular-nums}
 <h1>bib load — verdict: <span class="{{.R.Verdict}}">{{.R.Verdict}}</span></h1>
 <p class="muted">Started {{.R.Started.Format "2006-01-02 15:04:05 MST"}}, {{.R.DurationS}} s.
 {{.R.Settings.Calls}} concurrent calls at {{.R.Settings.Rate}} calls/s for {{.R.Settings.DurationS}} s, codec {{.R.Settings.Codec}},
-supervisors {{.R.Settings.Supervisors}}, record {{.R.Settings.Record}}, fork {{.R.Settings.Fork}}{{with .R.Settings.ForkProto}} ({{.}}){{end}}.</p>
+supervisors {{.R.Settings.Supervisors}}{{with .R.Settings.WebRTC}} ({{.}} of them over WebRTC){{end}}, record {{.R.Settings.Record}}, fork {{.R.Settings.Fork}}{{with .R.Settings.ForkProto}} ({{.}}){{end}}.</p>
 {{if .R.Failures}}<h2>Failures</h2><ul>{{range .R.Failures}}<li class="fail">{{.}}</li>{{end}}</ul>{{end}}
 {{if .R.Notes}}<h2>Notes</h2><ul>{{range .R.Notes}}<li>{{.}}</li>{{end}}</ul>{{end}}
 <h2>Summary</h2>

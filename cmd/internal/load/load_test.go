@@ -272,6 +272,7 @@ func TestReportJSONNames(t *testing.T) {
 		"rtp.sent", "rtp.received", "rtp.lost", "rtp.loss_ratio", "rtp.jitter_ms.p50", "rtp.jitter_ms.p99",
 		"rtp.latency_ms.p50", "rtp.latency_ms.p99", "rtp.latency_ms.max",
 		"supervisors.streams", "supervisors.packets_received", "supervisors.leaked_to_parties",
+		"supervisors.sip_streams", "supervisors.webrtc_streams", "supervisors.webrtc_packets_received", "settings.webrtc",
 		"recordings.expected", "recordings.found", "recordings.complete", "recordings.completeness", "recordings.max_skew_ms",
 		"bridge.cpu_seconds", "bridge.rss_max_bytes", "bridge.packets_relayed", "bridge.cpu_us_per_packet",
 		"forks.available", "forks.expected", "forks.found", "forks.complete", "forks.completeness", "forks.max_skew_ms",
@@ -348,6 +349,14 @@ func TestJudge(t *testing.T) {
 		{"failed calls", func(r *Report, _ *Config) { r.Calls.Established = 9; r.Calls.Failed = 1 }, "fail", "Only 9 of 10"},
 		{"leak", func(r *Report, _ *Config) { r.Supervisors.LeakedToParties = 1 }, "fail", "listen-only"},
 		{"supervisors missing", func(r *Report, c *Config) { c.Supervisors = 0.1 }, "fail", "did not provide monitoring"},
+		{"webrtc silent", func(r *Report, c *Config) {
+			c.Supervisors, c.WebRTC = 1, 0.5
+			r.Supervisors = SupervisorReport{Available: true, Requested: 2, Streams: 2, SIPStreams: 1, WebRTCStreams: 1, PacketsReceived: 100}
+		}, "fail", "WebRTC supervisors were connected but received no audio"},
+		{"webrtc fine", func(r *Report, c *Config) {
+			c.Supervisors, c.WebRTC = 1, 0.5
+			r.Supervisors = SupervisorReport{Available: true, Requested: 2, Streams: 2, SIPStreams: 1, WebRTCStreams: 1, PacketsReceived: 100, WebRTCPacketsReceived: 50}
+		}, "pass", ""},
 		{"recording missing", func(r *Report, c *Config) { c.Record = true }, "fail", "did not provide recordings"},
 		{"recording incomplete", func(r *Report, c *Config) {
 			c.Record = true
@@ -422,6 +431,9 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.RecorderHTTP = "127.0.0.1:8081" }, "--recorder-http"},
 		{func(c *Config) { c.ForkProtocol = "h323" }, "--fork-protocol"},
 		{func(c *Config) { c.Spawn = false; c.Target = "127.0.0.1:5060"; c.CPUProfile = "x.pprof" }, "--cpuprofile"},
+		{func(c *Config) { c.Supervisors = 0.5; c.WebRTC = 1.5 }, "--webrtc"},
+		{func(c *Config) { c.Supervisors = 0; c.WebRTC = 0.5 }, "--webrtc: needs --supervisors"},
+		{func(c *Config) { c.Spawn = false; c.Target = "127.0.0.1:5060"; c.Supervisors = 0.5; c.WebRTC = 0.5 }, "--webrtc: needs --http"},
 	} {
 		c := Config{Spawn: true}
 		c.Defaults()
@@ -432,6 +444,11 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	c := Config{Spawn: true}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c = Config{Target: "127.0.0.1:5060", BridgeHTTP: "http://127.0.0.1:8080", Supervisors: 0.5, WebRTC: 0.5}
 	c.Defaults()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)

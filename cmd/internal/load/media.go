@@ -264,11 +264,22 @@ func (m *media) lookup(ssrc uint32) *stream {
 // prompt p from frame first. It returns once a pacer owns the stream.
 func (m *media) start(c int, k kind, dst netip.AddrPort, p *prompt.Prompt, pt uint8, first int) *stream {
 	s := m.stream(c, k)
+	s.dst = dst
+	s.conn = m.conns[k][s.sock]
+	m.claim(c, k, p, pt, first)
+	m.pacers[s.slot%len(m.pacers)].add(s)
+	return s
+}
+
+// claim readies the stream of call slot c sent by kind k (prompt p from
+// frame first) and gives it a fresh SSRC, without a pacer: the caller puts
+// its packets on the wire (a WebRTC supervisor's microphone) and owns the
+// sender state. Receivers recognise the SSRC from now on; finish retires it.
+func (m *media) claim(c int, k kind, p *prompt.Prompt, pt uint8, first int) *stream {
+	s := m.stream(c, k)
 	idx := 3*c + int(k)
 	s.reset()
 	m.gen[idx]++
-	s.dst = dst
-	s.conn = m.conns[k][s.sock]
 	s.p = p
 	s.pt = pt
 	r := rand.Uint64()
@@ -281,7 +292,6 @@ func (m *media) start(c int, k kind, dst netip.AddrPort, p *prompt.Prompt, pt ui
 	s.dec = s.imp.next()
 	s.due = m.now()
 	s.ssrc.Store(m.ssrcOf(idx, m.gen[idx]))
-	m.pacers[idx%len(m.pacers)].add(s)
 	return s
 }
 

@@ -39,6 +39,7 @@ type Settings struct {
 	DurationS   float64    `json:"duration_s"`
 	HoldS       float64    `json:"hold_s"`
 	Supervisors float64    `json:"supervisors"`
+	WebRTC      float64    `json:"webrtc"` // share of the supervisors joining over WebRTC
 	Record      bool       `json:"record"`
 	Fork        bool       `json:"fork"`
 	ForkProto   string     `json:"fork_protocol,omitempty"`
@@ -106,6 +107,13 @@ type SupervisorReport struct {
 	PacketsSent     uint64 `json:"packets_sent"`
 	PacketsReceived uint64 `json:"packets_received"`
 	LeakedToParties uint64 `json:"leaked_to_parties"`
+	// SIPStreams and WebRTCStreams split Streams by how the supervisors
+	// joined (SIP dial-in, or WebRTC through bib's WHEP endpoint).
+	SIPStreams    uint64 `json:"sip_streams"`
+	WebRTCStreams uint64 `json:"webrtc_streams"`
+	// WebRTCPacketsReceived is the part of PacketsReceived that reached
+	// WebRTC supervisors.
+	WebRTCPacketsReceived uint64 `json:"webrtc_packets_received"`
 }
 
 // RecordingReport is about recordings of the calls.
@@ -235,6 +243,8 @@ func (r *Report) judge(cfg Config) {
 			add("%d of %d supervisor legs failed.", r.Supervisors.Failed, r.Supervisors.Requested)
 		case r.Supervisors.Streams > 0 && r.Supervisors.PacketsReceived == 0:
 			add("Supervisors were connected but received no audio.")
+		case r.Supervisors.WebRTCStreams > 0 && r.Supervisors.WebRTCPacketsReceived == 0:
+			add("WebRTC supervisors were connected but received no audio.")
 		}
 	}
 	if cfg.Record {

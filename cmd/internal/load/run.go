@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"runtime"
@@ -47,6 +48,7 @@ type call struct {
 	device   string
 	custUser string
 	monitor  bool
+	webrtc   bool // the supervisor joins over WebRTC (WHEP) instead of SIP
 
 	custCh  chan netip.AddrPort // the bridge's B-leg address, from the customer's INVITE
 	peerBye chan struct{}       // the bridge hung up on the agent
@@ -56,6 +58,7 @@ type call struct {
 	agentDS  *sipgo.DialogClientSession
 	custDS   *sipgo.DialogServerSession
 	supDS    *sipgo.DialogClientSession
+	web      *webSup
 	agentCID string
 	custCID  string
 }
@@ -89,6 +92,8 @@ type runner struct {
 	agent, cust, sup *userAgent
 	m                *media
 	sipc             sipCounters
+	web              *webClient     // WebRTC supervisors (nil without --webrtc)
+	webP             *prompt.Prompt // WebRTC supervisors' own audio (PCMU)
 
 	start time.Time // first INVITE
 
@@ -109,6 +114,10 @@ type runner struct {
 	supReq      atomic.Uint64
 	supOK       atomic.Uint64
 	supFail     atomic.Uint64
+	webReq      atomic.Uint64 // WebRTC supervisors attempted
+	supWeb      atomic.Uint64 // WebRTC supervisors connected
+	webRecv     atomic.Uint64 // RTP packets WebRTC supervisors received
+	webDelFail  atomic.Uint64 // sessions DELETE did not end
 
 	setup  Histogram
 	jitter Histogram
@@ -147,9 +156,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 		return nil, err
 	}
 	r.pt = uint8(r.agentP.Codec.StaticPT)
+	if cfg.WebRTC > 0 {
+		if r.webP, err = prompt.Get("agent", "PCMU"); err != nil {
+			return nil, err
+		}
+	}
 	report := &Report{Schema: "bib-load/1", Started: time.Now(), Spawned: cfg.Spawn, Settings: Settings{
 		Calls: cfg.Calls, Rate: cfg.Rate, DurationS: cfg.Duration.Seconds(), HoldS: cfg.Hold.Seconds(),
-		Supervisors: cfg.Supervisors, Record: cfg.Record, Fork: cfg.Fork, Codec: strings.ToLower(cfg.Codec),
+		Supervisors: cfg.Supervisors, WebRTC: cfg.WebRTC, Record: cfg.Record, Fork: cfg.Fork, Codec: strings.ToLower(cfg.Codec),
 		Impair: cfg.Impair, Thresholds: cfg.Thresholds, Sockets: cfg.Sockets,
 	}}
 	notes := []string{}
@@ -280,6 +294,17 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 	}
 	defer stopBridge()
 
+	if cfg.WebRTC > 0 {
+		if r.web, err = newWebClient(httpBase, cfg.SupUser, cfg.SupPassword, ip, r.log); err != nil {
+			r.m.close()
+			return nil, err
+		}
+		defer r.web.close()
+		// Sign in once, before the calls (the sign-in's cost stays out of
+		// the supervisors' setup); a failure is every WebRTC supervisor's.
+		_, _ = r.web.token(ctx, "")
+	}
+
 	mctx, stopMedia := context.WithCancel(context.Background())
 	pacers := max(1, min(runtime.GOMAXPROCS(0), 4))
 	report.Harness.Pacers = pacers
@@ -355,6 +380,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 		}()
 	}
 	r.generate(ctx)
+	if r.web != nil {
+		r.web.close()
+	}
 	stopSampler()
 	<-samplerDone
 	if cfg.CPUProfile != "" {
@@ -477,6 +505,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 	sv.PacketsSent = tot[kindSupervisor].Sent
 	sv.PacketsReceived = r.m.supRecv.Load()
 	sv.LeakedToParties = r.m.leaks.Load()
+	sv.WebRTCStreams = r.supWeb.Load()
+	sv.SIPStreams = sv.Streams - sv.WebRTCStreams
+	sv.WebRTCPacketsReceived = r.webRecv.Load()
 	if cfg.Supervisors > 0 && !sv.Available {
 		why := supWhy
 		if why == "" {
@@ -486,8 +517,16 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 	} else if sv.Failed > 0 && supWhy != "" {
 		note("First supervisor failure: %s.", supWhy)
 	}
-	if cfg.Supervisors > 0 {
+	switch {
+	case cfg.Supervisors > 0 && cfg.WebRTC > 0:
+		wr := r.webReq.Load()
+		note("Supervisors joined over SIP (%d of %d connected) and over WebRTC/WHEP (%d of %d connected, %d packets received); every one transmitted its own marked audio, so any of it reaching a party counts as a leak.",
+			sv.SIPStreams, sv.Requested-wr, sv.WebRTCStreams, wr, sv.WebRTCPacketsReceived)
+	case cfg.Supervisors > 0:
 		note("Supervisors join over SIP only; WebRTC (WHEP) supervisors are not exercised yet.")
+	}
+	if n := r.webDelFail.Load(); n > 0 {
+		note("%d WebRTC supervisor sessions could not be ended with DELETE (bib may keep them until the call ends).", n)
 	}
 
 	// Recordings: while the bridge still runs.
@@ -534,6 +573,16 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, opts ...Options) (
 	report.judge(cfg)
 	return report, nil
 }
+
+// pickWebRTC says whether supervisor k (from 0) joins over WebRTC, given
+// the WebRTC share in parts per million: when the running count of WebRTC
+// supervisors, ceil(k*share), steps. The share holds over any prefix of
+// the run, and the first supervisor is a WebRTC one.
+func pickWebRTC(k, ppm int64) bool {
+	return ceilDiv((k+1)*ppm, 1e6) > ceilDiv(k*ppm, 1e6)
+}
+
+func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 func round3(v float64) float64 { return float64(int64(v*1000+0.5)) / 1000 }
 
@@ -593,6 +642,7 @@ func (r *runner) generate(ctx context.Context) {
 	if cfg.Supervisors > 0 {
 		every = max(1, int(1/cfg.Supervisors+0.5))
 	}
+	webPPM := int64(math.Round(cfg.WebRTC * 1e6)) // WebRTC share of the supervisors, per million
 loop:
 	for n := 1; ; n++ {
 		var slot int
@@ -613,6 +663,9 @@ loop:
 			custUser: fmt.Sprintf("%s%06d", cfg.CustomerPrefix, n),
 			monitor:  every > 0 && (n-1)%every == 0,
 			custCh:   make(chan netip.AddrPort, 1), peerBye: make(chan struct{}),
+		}
+		if c.monitor && webPPM > 0 {
+			c.webrtc = pickWebRTC(int64((n-1)/every), webPPM)
 		}
 		wg.Add(1)
 		go func() {
@@ -706,9 +759,16 @@ func (r *runner) runCall(ctx, dctx context.Context, c *call) {
 	as := r.m.start(c.slot, kindAgent, rm.addr, r.agentP, r.pt, c.n*37)
 	cs := r.m.start(c.slot, kindCustomer, custDst, r.custP, r.pt, c.n*53)
 	var ss *stream
-	if c.monitor && r.sup != nil {
+	switch {
+	case c.monitor && c.webrtc && r.web != nil:
+		r.webReq.Add(1)
+		ss = r.superviseWebRTC(ctx, c)
+	case c.monitor && r.sup != nil:
 		ss = r.supervise(ctx, c)
 	}
+	c.mu.Lock()
+	web := c.web
+	c.mu.Unlock()
 
 	// Hold.
 	var holdC <-chan time.Time
@@ -728,7 +788,10 @@ func (r *runner) runCall(ctx, dctx context.Context, c *call) {
 	// Tear down: stop sending, let the last packets arrive, hang up.
 	r.m.stop(as)
 	r.m.stop(cs)
-	if ss != nil {
+	switch {
+	case web != nil:
+		web.halt()
+	case ss != nil:
 		r.m.stop(ss)
 	}
 	time.Sleep(mediaGrace)
@@ -736,7 +799,10 @@ func (r *runner) runCall(ctx, dctx context.Context, c *call) {
 		c.mu.Lock()
 		sds := c.supDS
 		c.mu.Unlock()
-		if sds != nil {
+		switch {
+		case web != nil:
+			r.endWebRTC(web)
+		case sds != nil:
 			r.bye(sds)
 		}
 		r.m.finish(ss)
