@@ -294,5 +294,12 @@ func fmtInfo(ci CallInfo) string {
 func TestMain(m *testing.M) {
 	// sipgo logs a few warnings through its package-level logger.
 	sipmsg.SetDefaultLogger(testLog())
-	goleak.VerifyTestMain(m)
+	// One sipgo goroutine is not ours to close: when a retransmitted
+	// request is read just before a UA's transport layer closes, sipgo
+	// answers it on a UDP socket it creates after the close (its log says
+	// "Creating server connection" after "Layer is closing"), and nothing
+	// closes that socket's reader. Seen in about 1 of 15 runs of this
+	// package, always at a test's teardown. Every other goroutine, bib's
+	// and sipgo's, must be gone.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/emiago/sipgo/sip.(*TransportUDP).readUDPConnection"))
 }

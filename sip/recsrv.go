@@ -742,9 +742,8 @@ func (r *RecorderServer) accept(req *sipmsg.Request, tx sipmsg.ServerTransaction
 			for _, st := range streams {
 				st.release()
 			}
-			bye := sipmsg.NewRequest(sipmsg.BYE, req.Contact().Address)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = ds.WriteBye(ctx, bye)
+			_ = ds.WriteBye(ctx, r.byeFor(req))
 			cancel()
 			if fresh {
 				fail(0, "")
@@ -793,7 +792,7 @@ func (r *RecorderServer) accept(req *sipmsg.Request, tx sipmsg.ServerTransaction
 				st.release()
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = ds.WriteBye(ctx, sipmsg.NewRequest(sipmsg.BYE, req.Contact().Address))
+			_ = ds.WriteBye(ctx, r.byeFor(req))
 			cancel()
 			return
 		}
@@ -850,6 +849,17 @@ func (st *recStream) setKey(k *bridge.SRTPKey) {
 		return
 	}
 	st.srtp.Store(rd)
+}
+
+// byeFor is the BYE ending the dialog of INVITE req, sent from the
+// server's own socket (no new client connection).
+func (r *RecorderServer) byeFor(req *sipmsg.Request) *sipmsg.Request {
+	bye := sipmsg.NewRequest(sipmsg.BYE, req.Contact().Address)
+	if strings.EqualFold(req.Transport(), "UDP") && r.udp != nil {
+		a := r.addrs["udp"]
+		bye.Laddr = sipmsg.Addr{IP: a.Addr().AsSlice(), Port: int(a.Port())}
+	}
+	return bye
 }
 
 func (st *recStream) setPeer(a netip.AddrPort) {
