@@ -402,6 +402,10 @@ func (c *countingConn) WriteToAddrPort(b []byte, a netip.AddrPort) (int, error) 
 // could repeat per packet).
 type pionLogs struct{ log *slog.Logger }
 
+// PionLogs is a pion logger factory writing to log at debug level (pion's
+// default writes to stderr), for other pion users in this project.
+func PionLogs(log *slog.Logger) logging.LoggerFactory { return pionLogs{log} }
+
 func (f pionLogs) NewLogger(scope string) logging.LeveledLogger {
 	return pionLogger{f.log.With("pion", scope)}
 }

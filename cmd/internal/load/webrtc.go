@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/bib-project/bib/bridge"
 	"io"
 	"log/slog"
 	"net"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -79,7 +79,7 @@ func newWebClient(base, user, pass string, ip netip.Addr, log *slog.Logger) (*we
 		return nil, fmt.Errorf("webrtc supervisors: %w", err)
 	}
 	_ = conn.SetReadBuffer(4 << 20)
-	logs := pionLogs{log.With("part", "webrtc-supervisor")}
+	logs := bridge.PionLogs(log.With("part", "webrtc-supervisor"))
 	tr := &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second}
 	w := &webClient{
 		base: strings.TrimRight(base, "/"), user: user, pass: pass,
@@ -519,29 +519,4 @@ func (r *runner) endWebRTC(ws *webSup) {
 	}
 	cancel()
 	ws.close()
-}
-
-// pionLogs sends pion's log lines to the harness's logger at debug level
-// (pion's default writes to stderr).
-type pionLogs struct{ log *slog.Logger }
-
-func (f pionLogs) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{f.log.With("scope", scope)}
-}
-
-type pionLogger struct{ log *slog.Logger }
-
-func (l pionLogger) Trace(string)              {}
-func (l pionLogger) Tracef(string, ...any)     {}
-func (l pionLogger) Debug(m string)            { l.log.Debug(m) }
-func (l pionLogger) Debugf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
-func (l pionLogger) Info(m string)             { l.log.Debug(m) }
-func (l pionLogger) Infof(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
-func (l pionLogger) Warn(m string)             { l.log.Debug(m, "pion_level", "warn") }
-func (l pionLogger) Warnf(f string, a ...any) {
-	l.log.Debug(fmt.Sprintf(f, a...), "pion_level", "warn")
-}
-func (l pionLogger) Error(m string) { l.log.Debug(m, "pion_level", "error") }
-func (l pionLogger) Errorf(f string, a ...any) {
-	l.log.Debug(fmt.Sprintf(f, a...), "pion_level", "error")
 }
