@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 )
 
@@ -162,38 +161,7 @@ func BenchmarkForkSRTP(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				buf := make([]byte, 2048)
-				for {
-					if _, _, err := p.recv.ReadFromUDPAddrPort(buf); err != nil {
-						return
-					}
-				}
-			}()
-			raw := rtpPacket(b, 0x1234, 1, 0, make([]byte, 160))
-			var pkt Packet
-			if err := parseRTP(raw, &pkt); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			var i uint32
-			cpu0 := cpuNow()
-			for b.Loop() {
-				i++
-				pkt.Header.SequenceNumber = uint16(i)
-				pkt.Header.Timestamp = i * 160
-				pkt.Arrival = int64(i) * 20e6
-				p.f.RTP(AtoB, &pkt)
-			}
-			b.StopTimer()
-			cpu := cpuNow() - cpu0
-			p.f.Close()
-			p.recv.Close()
-			wg.Wait()
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(max(b.N, 1)), "cpu-ns/pkt")
+			benchForkSend(b, p)
 			if e := p.f.C.SendErrors.Load(); e > 0 {
 				b.Fatalf("%d send errors", e)
 			}

@@ -91,13 +91,12 @@ type sigLeg struct {
 	display   string
 
 	// guarded by call.mu
-	target     sipmsg.Uri // remote target (the party's Contact)
-	origin     Origin
-	lastSDP    []byte
-	remoteCSeq uint32
-	haveCSeq   bool
-	acks       map[uint32]chan []byte
-	ended      bool // a BYE was exchanged on this leg
+	target  sipmsg.Uri // remote target (the party's Contact)
+	origin  Origin
+	lastSDP []byte
+	cseq    remoteCSeq // in-dialog requests received
+	acks    map[uint32]chan []byte
+	ended   bool // a BYE was exchanged on this leg
 }
 
 type call struct {
@@ -320,10 +319,7 @@ func (s *Server) inDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction) (*ca
 	c := ref.c
 	seq := req.CSeq().SeqNo
 	c.mu.Lock()
-	bad := l.haveCSeq && seq <= l.remoteCSeq
-	if !bad {
-		l.remoteCSeq, l.haveCSeq = seq, true
-	}
+	bad := !l.cseq.accept(seq)
 	c.mu.Unlock()
 	if bad {
 		s.respond(tx, req, 500, "", "CSeq out of order", sipmsg.NewHeader("Retry-After", "1"))
@@ -416,7 +412,7 @@ func (s *Server) newCall(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		side: bridge.SideA, callID: cid.Value(), transport: tp, dua: dua, uas: dsA, localTag: atag,
 		laddr: s.laddr(tp), user: from.Address.User, display: from.DisplayName,
 		target: *req.Contact().Address.Clone(), origin: newOrigin(now, 0),
-		remoteCSeq: cseq.SeqNo, haveCSeq: true,
+		cseq: remoteCSeq{seq: cseq.SeqNo, have: true},
 	}
 	if !s.register(c) {
 		mc.Close("shutting down")
@@ -698,6 +694,23 @@ func (c *call) beginChange(from *sigLeg) bool {
 		return false
 	}
 	c.oaBusy = true
+	return true
+}
+
+// remoteCSeq is the highest CSeq received in a dialog (RFC 3261 section
+// 12.2.2: a lower or equal one is out of order).
+type remoteCSeq struct {
+	seq  uint32
+	have bool
+}
+
+// accept records seq and reports whether it was in order. The dialog's
+// lock is held.
+func (r *remoteCSeq) accept(seq uint32) bool {
+	if r.have && seq <= r.seq {
+		return false
+	}
+	r.seq, r.have = seq, true
 	return true
 }
 

@@ -175,17 +175,16 @@ type monitorDialog struct {
 	ended     atomic.Bool // a BYE was sent or received
 	finished  atomic.Bool
 
-	mu         sync.Mutex
-	target     sipmsg.Uri
-	origin     Origin
-	codec      bridge.Codec
-	remoteCSeq uint32
-	haveCSeq   bool
-	acks       map[uint32]chan []byte
-	oaBusy     bool
-	oaIdle     chan struct{}   // closed when the offer/answer in progress ends
-	srtpTag    string          // a=crypto tag of an SRTP leg; "" for plain RTP
-	key        *bridge.SRTPKey // bib's key for the mix on an SRTP leg
+	mu      sync.Mutex
+	target  sipmsg.Uri
+	origin  Origin
+	codec   bridge.Codec
+	cseq    remoteCSeq
+	acks    map[uint32]chan []byte
+	oaBusy  bool
+	oaIdle  chan struct{}   // closed when the offer/answer in progress ends
+	srtpTag string          // a=crypto tag of an SRTP leg; "" for plain RTP
+	key     *bridge.SRTPKey // bib's key for the mix on an SRTP leg
 }
 
 // errSecureMonitor refuses a plain supervisor leg on a secure call.
@@ -508,7 +507,7 @@ func (s *Server) acceptMonitor(req *sipmsg.Request, tx sipmsg.ServerTransaction,
 		s: s, callID: cid.Value(), localTag: tag, transport: tp, laddr: s.laddr(tp), dua: dua,
 		media: media, log: log, uas: ds, done: make(chan struct{}),
 		target: *req.Contact().Address.Clone(), origin: newOrigin(s.now(), 7), codec: codec,
-		remoteCSeq: cseq.SeqNo, haveCSeq: true,
+		cseq: remoteCSeq{seq: cseq.SeqNo, have: true},
 	}
 	if cryptoTag != "" {
 		if err := d.useSRTP(cryptoTag); err != nil {
@@ -711,10 +710,7 @@ func (d *monitorDialog) handleOffer(req *sipmsg.Request, tx sipmsg.ServerTransac
 	}
 	seq := req.CSeq().SeqNo
 	d.mu.Lock()
-	bad := d.haveCSeq && seq <= d.remoteCSeq
-	if !bad {
-		d.remoteCSeq, d.haveCSeq = seq, true
-	}
+	bad := !d.cseq.accept(seq)
 	d.mu.Unlock()
 	if bad {
 		s.respond(tx, req, 500, "", "CSeq out of order", sipmsg.NewHeader("Retry-After", "1"))

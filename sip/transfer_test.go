@@ -31,20 +31,26 @@ func waitNotify(t *testing.T, e *env, c *siptest.Call, frag string) *sipmsg.Requ
 	}
 }
 
-// refer sends REFER, again while bib answers 491 (still finishing the
-// previous offer/answer).
-func refer(t *testing.T, c *siptest.Call, e *env, to string) *sipmsg.Response {
+// until491 sends a request again while bib answers 491 (still finishing
+// the previous offer/answer) and returns the first other response.
+func until491(t *testing.T, what string, send func() (*sipmsg.Response, error)) *sipmsg.Response {
 	t.Helper()
 	for {
-		res, err := c.Refer(e.ctx, to)
+		res, err := send()
 		if err != nil {
-			t.Fatalf("REFER %s: %v", to, err)
+			t.Fatalf("%s: %v", what, err)
 		}
 		if res.StatusCode != 491 {
 			return res
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// refer sends REFER until bib takes it (see until491).
+func refer(t *testing.T, c *siptest.Call, e *env, to string) *sipmsg.Response {
+	t.Helper()
+	return until491(t, "REFER "+to, func() (*sipmsg.Response, error) { return c.Refer(e.ctx, to) })
 }
 
 // Blind transfer: the callee (2001) transfers the caller (1001) to 3001.
@@ -197,22 +203,12 @@ func TestIdentityChange(t *testing.T) {
 	}
 	// The same identity again is no change; an SDP-less UPDATE with another is.
 	// bib may still be finishing the previous exchange (491: try again).
-	retry := func(f func() (*sipmsg.Response, error)) {
-		t.Helper()
-		for {
-			res, err := f()
-			if err == nil && res.StatusCode == 491 {
-				time.Sleep(20 * time.Millisecond)
-				continue
-			}
-			mustStatus(t, err, res, 200)
-			return
-		}
-	}
-	retry(func() (*sipmsg.Response, error) { return bc.ReInviteWith(e.ctx, b.SDP(siptest.SDPOptions{}), pai) })
-	retry(func() (*sipmsg.Response, error) {
+	mustStatus(t, nil, until491(t, "re-INVITE", func() (*sipmsg.Response, error) {
+		return bc.ReInviteWith(e.ctx, b.SDP(siptest.SDPOptions{}), pai)
+	}), 200)
+	mustStatus(t, nil, until491(t, "UPDATE", func() (*sipmsg.Response, error) {
 		return bc.UpdateWith(e.ctx, nil, sipmsg.NewHeader("P-Asserted-Identity", "<sip:4003@remote.example>"))
-	})
+	}), 200)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		mu.Lock()
